@@ -1,0 +1,268 @@
+"""Dyck-(k, m) strings: the Hewitt/Murty sampler, segment structures, the five test splits.
+
+A string is an int array of bracket ids (no START/END): open bracket of type j is id j,
+its close is id k + j (Yao's order). `Vocab` adds START, END and PAD and spells tokens as
+Murty/Yao do: open `(a`, close `a)`.
+
+The sampler is the Hewitt et al. (2020) automaton, vectorized over many strings at once:
+- empty stack: END with probability 1/2, else one of k opens uniformly (END drawn before
+  `min_length` is redrawn, i.e. an open is forced);
+- stack at `max_depth`: close the top;
+- otherwise: close the top with probability 1/2, else one of k opens uniformly.
+Strings longer than `max_length` brackets are rejected whole.
+
+Run `python -m data.dyck --help` to print any split in the Murty/Yao text format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import string
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "iid", "seen_struct", "unseen_struct_short", "unseen_struct_long", "unseen_depth")
+TEST_SPLITS = SPLITS[1:]
+
+
+@dataclasses.dataclass(frozen=True)
+class DyckConfig:
+  """Everything that determines a Dyck dataset; the dataset is a pure function of it."""
+
+  n_types: int = 20  # k: bracket types
+  max_depth: int = 10  # m: training depth cap
+  min_length: int = 4  # in brackets; END before it is redrawn
+  max_length: int = 126  # in brackets; longer samples are rejected (START+126+END = 128)
+  n_train: int = 200_000
+  n_test: int = 2_000  # strings per test split
+  short_length: int = 32  # unseen_struct_short has length <= this, _long has length > this
+  ood_depth_cap: int = 20  # depth cap of the sampler behind unseen_depth
+  seed: int = 0
+
+  def __post_init__(self):
+    checks = [
+        (self.n_types >= 1, f"n_types must be >= 1, got {self.n_types}"),
+        (self.max_depth >= 1, f"depth must be >= 1, got {self.max_depth}"),
+        (self.min_length >= 2, f"min_length must be >= 2, got {self.min_length}"),
+        (self.max_length >= self.min_length, "max_length must be >= min_length"),
+        (self.ood_depth_cap > self.max_depth, "ood_depth_cap must exceed the depth"),
+        (2 * (self.max_depth + 1) <= self.max_length,
+         f"depth {self.max_depth} leaves no room for deeper strings within "
+         f"max_length={self.max_length}; choose a depth <= {self.max_length // 2 - 1}"),
+        (self.n_train >= 1 and self.n_test >= 1, "split sizes must be >= 1"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise ValueError(message)
+
+  @property
+  def name(self) -> str:
+    """A filesystem-safe name that changes whenever the data would."""
+    return (f"k{self.n_types}_m{self.max_depth}_len{self.min_length}-{self.max_length}"
+            f"_n{self.n_train}-{self.n_test}_short{self.short_length}"
+            f"_ood{self.ood_depth_cap}_seed{self.seed}")
+
+
+# ----------------------------------------------------------------------------------------
+# Vocabulary
+
+
+def bracket_names(n_types: int) -> list[str]:
+  """a..z, then aa..zz, ... (the iterator Hewitt and Yao use)."""
+  names = []
+  for width in itertools.count(1):
+    for letters in itertools.product(string.ascii_lowercase, repeat=width):
+      names.append("".join(letters))
+      if len(names) == n_types:
+        return names
+  raise AssertionError("unreachable")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+  """Token ids: opens 0..k-1, closes k..2k-1, START 2k, END 2k+1, PAD 2k+2."""
+
+  n_types: int
+
+  @property
+  def start(self) -> int:
+    return 2 * self.n_types
+
+  @property
+  def end(self) -> int:
+    return 2 * self.n_types + 1
+
+  @property
+  def pad(self) -> int:
+    return 2 * self.n_types + 2
+
+  @property
+  def size(self) -> int:
+    return 2 * self.n_types + 3
+
+  def tokens(self) -> list[str]:
+    names = bracket_names(self.n_types)
+    return [f"({n}" for n in names] + [f"{n})" for n in names] + ["START", "END", "PAD"]
+
+  def is_close(self, ids: np.ndarray) -> np.ndarray:
+    return (ids >= self.n_types) & (ids < 2 * self.n_types)
+
+
+# ----------------------------------------------------------------------------------------
+# Sampling
+
+
+def sample(rng: np.random.Generator, n: int, *, n_types: int, depth_cap: int,
+           min_length: int, max_length: int, chunk: int = 8192) -> list[np.ndarray]:
+  """Draws `n` strings from the automaton, `chunk` candidates at a time."""
+  out: list[np.ndarray] = []
+  while len(out) < n:
+    out.extend(_sample_chunk(rng, chunk, n_types, depth_cap, min_length, max_length))
+  return out[:n]
+
+
+def _sample_chunk(rng, b, k, depth_cap, min_length, max_length):
+  ids = np.zeros((b, max_length + 1), np.int32)
+  stack = np.zeros((b, depth_cap + 1), np.int32)
+  depth = np.zeros(b, np.int32)
+  length = np.zeros(b, np.int32)
+  running = np.ones(b, bool)
+  rows = np.arange(b)
+  for t in range(max_length + 1):
+    coin = rng.random(b) < 0.5
+    kind = rng.integers(k, size=b)
+    empty, full = depth == 0, depth == depth_cap
+    end = running & empty & coin & (length >= min_length)
+    close = running & ~empty & (full | coin)
+    open_ = running & ~end & ~close
+    running &= ~end
+    top = stack[rows, np.maximum(depth - 1, 0)]
+    ids[:, t] = np.where(close, top + k, kind)
+    stack[rows, depth] = np.where(open_, kind, stack[rows, depth])
+    depth += open_.astype(np.int32) - close.astype(np.int32)
+    length += running
+    if not running.any():
+      break
+  accepted = ~running  # still running after max_length + 1 tokens: too long, rejected
+  return [ids[i, :length[i]].copy() for i in np.flatnonzero(accepted)]
+
+
+# ----------------------------------------------------------------------------------------
+# Structure
+
+
+def depth_after(ids: np.ndarray, n_types: int) -> np.ndarray:
+  """Stack depth after each bracket."""
+  return np.cumsum(np.where(ids < n_types, 1, -1))
+
+
+def max_depth(ids: np.ndarray, n_types: int) -> int:
+  return int(depth_after(ids, n_types).max(initial=0))
+
+
+def segment_structures(ids: np.ndarray, n_types: int) -> list[bytes]:
+  """The skeleton (types erased) of each top-level segment, e.g. `(a (b b) a) (c c)` ->
+  [b'(())', b'()']. A segment runs from one empty stack to the next."""
+  skeleton = np.where(ids < n_types, ord("("), ord(")")).astype(np.uint8).tobytes()
+  ends = np.flatnonzero(depth_after(ids, n_types) == 0) + 1
+  starts = np.concatenate([[0], ends[:-1]])
+  return [skeleton[s:e] for s, e in zip(starts, ends)]
+
+
+def is_valid(ids: np.ndarray, n_types: int, depth_cap: int | None = None) -> bool:
+  """True when `ids` is a balanced, well-typed Dyck string within `depth_cap`."""
+  stack: list[int] = []
+  for i in ids.tolist():
+    if i < n_types:
+      stack.append(i)
+      if depth_cap is not None and len(stack) > depth_cap:
+        return False
+    elif not stack or stack.pop() != i - n_types:
+      return False
+  return not stack
+
+
+# ----------------------------------------------------------------------------------------
+# Splits
+
+
+def _rng(seed: int, split: str) -> np.random.Generator:
+  # One independent stream per split, so adding a split never changes another.
+  return np.random.default_rng([seed, SPLITS.index(split) + 1])
+
+
+def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
+  """All six splits (SPLITS), deterministic in `config`."""
+  c = config
+  draw = dict(n_types=c.n_types, min_length=c.min_length, max_length=c.max_length)
+  train = sample(_rng(c.seed, "train"), c.n_train, depth_cap=c.max_depth, **draw)
+  train_strings = {s.tobytes() for s in train}
+  seen = {struct for s in train for struct in segment_structures(s, c.n_types)}
+
+  def fresh(candidates: Iterable[np.ndarray]):
+    return (s for s in candidates if s.tobytes() not in train_strings)
+
+  def stream(split: str, depth_cap: int):
+    rng = _rng(c.seed, split)
+    while True:
+      yield from sample(rng, 4096, depth_cap=depth_cap, **draw)
+
+  splits = {"train": train}
+  splits["iid"] = list(itertools.islice(fresh(stream("iid", c.max_depth)), c.n_test))
+
+  pools: dict[str, list[np.ndarray]] = {
+      "seen_struct": [], "unseen_struct_short": [], "unseen_struct_long": []}
+  for s in fresh(stream("seen_struct", c.max_depth)):
+    if all(x in seen for x in segment_structures(s, c.n_types)):
+      pool = "seen_struct"
+    else:
+      pool = "unseen_struct_short" if len(s) <= c.short_length else "unseen_struct_long"
+    if len(pools[pool]) < c.n_test:
+      pools[pool].append(s)
+    if all(len(p) == c.n_test for p in pools.values()):
+      break
+  splits.update(pools)
+
+  deeper = (s for s in stream("unseen_depth", c.ood_depth_cap)
+            if max_depth(s, c.n_types) > c.max_depth)
+  splits["unseen_depth"] = list(itertools.islice(deeper, c.n_test))
+  return splits
+
+
+def split_stats(strings: Sequence[np.ndarray], n_types: int) -> dict:
+  lengths = np.array([len(s) for s in strings])
+  depths = np.array([max_depth(s, n_types) for s in strings])
+  return {
+      "count": len(strings),
+      "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 3),
+                 "max": int(lengths.max())},
+      "depth": {"min": int(depths.min()), "mean": round(float(depths.mean()), 3),
+                "max": int(depths.max())},
+      "depth_histogram": {int(d): int(n) for d, n in zip(*np.unique(depths, return_counts=True))},
+  }
+
+
+# ----------------------------------------------------------------------------------------
+# Text format (Murty/Yao): `(a (b b) a)`, one string per line, no START/END.
+
+
+def to_text(ids: np.ndarray, vocab: Vocab) -> str:
+  tokens = vocab.tokens()
+  return " ".join(tokens[i] for i in ids.tolist())
+
+
+def from_text(line: str, vocab: Vocab) -> np.ndarray:
+  """Parses one line; START/END, if present, are dropped. Raises ValueError on bad tokens."""
+  index = {t: i for i, t in enumerate(vocab.tokens()[:2 * vocab.n_types])}
+  words = [w for w in line.split() if w not in ("START", "END")]
+  unknown = [w for w in words if w not in index]
+  if unknown:
+    raise ValueError(f"unknown token {unknown[0]!r} for k={vocab.n_types} bracket types")
+  return np.array([index[w] for w in words], np.int32)
+
+
+def read_text(path: str, vocab: Vocab) -> list[np.ndarray]:
+  with open(path, encoding="utf-8") as f:
+    return [from_text(line, vocab) for line in f if line.strip()]

@@ -1,0 +1,91 @@
+"""The Dyck splits as a tensorflow-datasets builder (array_record files, no TensorFlow needed).
+
+The builder config carries a `DyckConfig`, so every distinct dataset gets its own directory
+`<data_dir>/dyck/<config.name>/<version>/`. TFDS writes into a temporary directory and
+renames it when complete, so a dataset on disk is always whole. The manifest (config, seed,
+vocabulary, counts, length and depth statistics per split) is TFDS metadata:
+`metadata.json` beside the array_record files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numpy as np
+from absl import logging as absl_logging
+import tensorflow_datasets as tfds
+
+from data import dyck
+
+_VERSION = tfds.core.Version("1.0.0")
+
+
+class DyckBuilderConfig(tfds.core.BuilderConfig):
+
+  def __init__(self, config: dyck.DyckConfig):
+    super().__init__(name=config.name, version=_VERSION,
+                     description="Dyck-(k, m) strings, Hewitt/Murty sampler, Murty splits")
+    self.dyck = config
+
+
+class Dyck(tfds.core.GeneratorBasedBuilder):
+  """Six splits of Dyck-(k, m) bracket strings (see `data.dyck.SPLITS`)."""
+
+  VERSION = _VERSION
+  BUILDER_CONFIGS = [DyckBuilderConfig(dyck.DyckConfig())]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            "index": np.int64,  # position in generation order
+            "brackets": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        }),
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # nothing is downloaded: the data is sampled
+    config = self.builder_config.dyck
+    splits = dyck.generate(config)
+    self.info.metadata["manifest"] = {
+        "config": dataclasses.asdict(config),
+        "vocab": dyck.Vocab(config.n_types).tokens(),
+        "splits": {name: dyck.split_stats(s, config.n_types) for name, s in splits.items()},
+    }
+    return {name: self._generate_examples(strings) for name, strings in splits.items()}
+
+  def _generate_examples(self, strings):
+    for i, s in enumerate(strings):
+      yield i, {"index": i, "brackets": s}
+
+
+def builder(config: dyck.DyckConfig, data_dir: str) -> Dyck:
+  # TFDS refuses a custom config named like a predefined one: name the default by name.
+  predefined = {c.name for c in Dyck.BUILDER_CONFIGS}
+  named = config.name if config.name in predefined else DyckBuilderConfig(config)
+  return Dyck(config=named, data_dir=data_dir, file_format="array_record")
+
+
+def prepare(config: dyck.DyckConfig, data_dir: str) -> Dyck:
+  """Generates the dataset unless it is already on disk; returns its builder."""
+  tfds.disable_progress_bar()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS narrates every step at INFO/WARNING
+  b = builder(config, data_dir)
+  b.download_and_prepare()
+  return b
+
+
+def load(config: dyck.DyckConfig, data_dir: str,
+         splits: tuple[str, ...] = dyck.SPLITS) -> dict[str, list[np.ndarray]]:
+  """The requested splits, each a list of bracket-id arrays in generation order."""
+  sources = prepare(config, data_dir).as_data_source()
+  out = {}
+  for name in splits:
+    records = sources[name].__getitems__(range(len(sources[name])))
+    records.sort(key=lambda r: r["index"])
+    out[name] = [r["brackets"] for r in records]
+  return out
+
+
+def manifest(config: dyck.DyckConfig, data_dir: str) -> dict:
+  return dict(prepare(config, data_dir).info.metadata["manifest"])

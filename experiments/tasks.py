@@ -1,0 +1,88 @@
+"""Tasks: what train.py and evaluate.py need to know about a dataset.
+
+A task provides its vocabulary, a model config, training batches as a function of the step,
+and per-split evaluation arrays (`inputs`, `gold`, `scored`, all [N, L]) with the `Decision`
+that judges a prediction. The code-completion task will sit beside `DyckTask`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data import dyck, dyck_batch, dyck_tfds
+from models import transformer
+from proxies import faithfulness, metrics
+
+TASKS = ("dyck",)
+
+
+class DyckTask:
+  name = "dyck"
+  splits = dyck.TEST_SPLITS
+
+  def __init__(self, config: dyck.DyckConfig, data_dir: str):
+    self.config = config
+    self.data_dir = data_dir
+    self.vocab = dyck.Vocab(config.n_types)
+    self.seq_len = config.max_length + 2  # START + brackets, predicting every bracket and END
+
+  @property
+  def pad_id(self) -> int:
+    return self.vocab.pad
+
+  def model_config(self, **overrides) -> transformer.ModelConfig:
+    return transformer.ModelConfig(vocab_size=self.vocab.size, seq_len=self.seq_len,
+                                   **overrides)
+
+  @functools.cached_property
+  def data(self) -> dict[str, list[np.ndarray]]:
+    return dyck_tfds.load(self.config, self.data_dir)
+
+  def manifest(self) -> dict:
+    return dyck_tfds.manifest(self.config, self.data_dir)
+
+  def train_batches(self, batch_size: int, seed: int) -> dyck_batch.LengthBucketSampler:
+    return dyck_batch.LengthBucketSampler(self.data["train"], self.vocab, self.seq_len,
+                                          batch_size, seed)
+
+  def fit_inputs(self, n: int) -> np.ndarray:
+    """Inputs of the first `n` training strings: what proxies are fitted on."""
+    return dyck_batch.encode(self.data["train"][:n], self.vocab, self.seq_len).inputs
+
+  @functools.cache
+  def eval_arrays(self, split: str, scoring: str = "murty") -> dict[str, np.ndarray]:
+    b = dyck_batch.encode(self.data[split], self.vocab, self.seq_len)
+    return {"inputs": b.inputs, "gold": b.gold, "scored": b.scored(scoring, self.vocab.n_types),
+            "depth": b.depth, "distance": b.distance}
+
+  def decision(self, scoring: str = "murty") -> metrics.Decision:
+    k = self.config.n_types
+    if scoring == "full_vocab":
+      return metrics.Decision(0, self.vocab.size)
+    return metrics.Decision(k, 2 * k, threshold=0.8 if scoring == "yao" else None)
+
+
+def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
+                   batch_size: int = 256):
+  """A function params, arrays -> accuracy of the model alone on the scored positions."""
+  model = transformer.Transformer(cfg)
+
+  @jax.jit
+  def counts(params, inputs_BxL, gold_BxL, scored_BxL):
+    correct = decision.correct(model.apply({"params": params}, inputs_BxL), gold_BxL)
+    return (correct & scored_BxL).sum(), scored_BxL.sum()
+
+  def accuracy(params, arrays) -> float:
+    fill = {"inputs": pad_id, "gold": -1, "scored": False}
+    wanted = {k: arrays[k] for k in fill}
+    totals = np.zeros(2)
+    for batch, _ in faithfulness.fixed_batches(wanted, batch_size, fill):
+      totals += np.array(counts(params, batch["inputs"], batch["gold"], batch["scored"]))
+    return float(totals[0] / max(totals[1], 1))
+
+  return accuracy

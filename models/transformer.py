@@ -1,0 +1,159 @@
+"""A small decoder-only Transformer whose attention exposes named sites.
+
+Tensor names carry their shapes: B batch, L positions, M d_model, H heads, D d_head,
+F d_mlp, V vocabulary.
+
+Sites (TransformerLens' names) are the places where an intervention may replace an
+activation or where it can be captured:
+  resid_pre  - the residual stream entering a block           [B, L, M]
+  q, k, v    - one head's queries, keys, values                [B, L, D]
+  pattern    - one head's attention distribution (query, key)  [B, L, L]
+Capture is Linen's `sow` into the 'intermediates' collection: it records only when the
+caller makes that collection mutable, and compiles to nothing otherwise.
+
+An intervention is any object with static `layer`, `head` and `sites` and a method
+`__call__(site, x)`; `proxies.Proxy` is one. Attention is always recomputed from the
+(possibly replaced) queries and keys, so a proxy changes everything downstream of its site
+and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+SITES = ("resid_pre", "q", "k", "v", "pattern")
+HEAD_SITES = ("q", "k", "v", "pattern")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  seq_len: int = 128  # learned absolute positions
+  n_layers: int = 2
+  n_heads: int = 1
+  d_model: int = 64
+  d_head: int = 64
+  d_mlp: int = 256
+  dtype: str = "float32"  # compute dtype; parameters are always float32
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "ModelConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+    return cls(**d)
+
+
+class Intervention(Protocol):
+  layer: int
+  head: int
+  sites: tuple[str, ...]
+
+  def __call__(self, site: str, x: jax.Array) -> jax.Array:
+    ...
+
+
+def _intervene(module: nn.Module, site: str, x: jax.Array, intervention: Any,
+               head_axis: int | None) -> jax.Array:
+  """Captures `x` and, if the intervention targets this site, replaces its head slice."""
+  module.sow("intermediates", site, x)
+  if intervention is None or intervention.layer != module.layer or site not in intervention.sites:
+    return x
+  if head_axis is None:
+    return intervention(site, x)
+  h = intervention.head
+  x_head = jnp.take(x, h, axis=head_axis)
+  new = intervention(site, x_head).astype(x.dtype)
+  index = (slice(None),) * head_axis + (h,)
+  return x.at[index].set(new)
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x_BxLxM: jax.Array, intervention=None) -> jax.Array:
+    c = self.cfg
+    dtype = jnp.dtype(c.dtype)
+    project = lambda name: nn.DenseGeneral((c.n_heads, c.d_head), use_bias=False,
+                                           dtype=dtype, name=name)
+    # Sub-steps, each a named site: queries, keys, values -> scores -> pattern -> mix.
+    q_BxLxHxD = _intervene(self, "q", project("query")(x_BxLxM), intervention, 2)
+    k_BxLxHxD = _intervene(self, "k", project("key")(x_BxLxM), intervention, 2)
+    v_BxLxHxD = _intervene(self, "v", project("value")(x_BxLxM), intervention, 2)
+
+    scores_BxHxLxL = jnp.einsum("bqhd,bkhd->bhqk", q_BxLxHxD, k_BxLxHxD)
+    scores_BxHxLxL = scores_BxHxLxL.astype(jnp.float32) / jnp.sqrt(c.d_head)
+    length = x_BxLxM.shape[1]
+    causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+    scores_BxHxLxL = jnp.where(causal_LxL, scores_BxHxLxL, -1e30)
+    pattern_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1)
+    pattern_BxHxLxL = _intervene(self, "pattern", pattern_BxHxLxL, intervention, 1)
+
+    z_BxLxHxD = jnp.einsum("bhqk,bkhd->bqhd", pattern_BxHxLxL.astype(dtype), v_BxLxHxD)
+    return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dtype,
+                           name="out")(z_BxLxHxD)
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x_BxLxM: jax.Array, intervention=None) -> jax.Array:
+    c = self.cfg
+    dtype = jnp.dtype(c.dtype)
+    x_BxLxM = _intervene(self, "resid_pre", x_BxLxM, intervention, None)
+    x_BxLxM = x_BxLxM + Attention(c, self.layer, name="attention")(
+        nn.LayerNorm(dtype=dtype, name="ln_attention")(x_BxLxM), intervention)
+    h_BxLxM = nn.LayerNorm(dtype=dtype, name="ln_mlp")(x_BxLxM)
+    h_BxLxF = nn.gelu(nn.Dense(c.d_mlp, dtype=dtype, name="mlp_in")(h_BxLxM))
+    return x_BxLxM + nn.Dense(c.d_model, dtype=dtype, name="mlp_out")(h_BxLxF)
+
+
+class Transformer(nn.Module):
+  """tokens int[B, L] -> logits float32[B, L, V]; `intervention` replaces one site."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jax.Array, intervention=None) -> jax.Array:
+    c = self.cfg
+    dtype = jnp.dtype(c.dtype)
+    init = nn.initializers.normal(0.02)
+    embed = nn.Embed(c.vocab_size, c.d_model, embedding_init=init, name="embed")
+    positions_LxM = self.param("positions", init, (c.seq_len, c.d_model))
+    length = tokens_BxL.shape[1]
+    x_BxLxM = (embed(tokens_BxL) + positions_LxM[:length]).astype(dtype)
+    for layer in range(c.n_layers):
+      x_BxLxM = Block(c, layer, name=f"block_{layer}")(x_BxLxM, intervention)
+    x_BxLxM = nn.LayerNorm(dtype=dtype, name="ln_final")(x_BxLxM)
+    logits_BxLxV = nn.Dense(c.vocab_size, dtype=dtype, name="unembed")(x_BxLxM)
+    return logits_BxLxV.astype(jnp.float32)
+
+
+def init_params(cfg: ModelConfig, seed: int) -> Any:
+  tokens = jnp.zeros((1, cfg.seq_len), jnp.int32)
+  return Transformer(cfg).init(jax.random.key(seed), tokens)["params"]
+
+
+def capture(cfg: ModelConfig, params: Any, tokens_BxL: jax.Array, layer: int,
+            site: str) -> jax.Array:
+  """The activation at `site` of block `layer` (all heads: [B, L, H, D] for q/k/v,
+  [B, H, L, L] for pattern, [B, L, M] for resid_pre)."""
+  _, state = Transformer(cfg).apply({"params": params}, tokens_BxL,
+                                    mutable=["intermediates"])
+  block = state["intermediates"][f"block_{layer}"]
+  scope = block if site == "resid_pre" else block["attention"]
+  return scope[site][0]
