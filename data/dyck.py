@@ -42,16 +42,16 @@ class DyckConfig:
   seed: int = 0
 
   def __post_init__(self):
+    deepest = self.max_length // 2 - 1  # deeper strings must still fit in max_length
     checks = [
-        (self.n_types >= 1, f"n_types must be >= 1, got {self.n_types}"),
-        (self.max_depth >= 1, f"depth must be >= 1, got {self.max_depth}"),
-        (self.min_length >= 2, f"min_length must be >= 2, got {self.min_length}"),
-        (self.max_length >= self.min_length, "max_length must be >= min_length"),
-        (self.ood_depth_cap > self.max_depth, "ood_depth_cap must exceed the depth"),
-        (2 * (self.max_depth + 1) <= self.max_length,
-         f"depth {self.max_depth} leaves no room for deeper strings within "
-         f"max_length={self.max_length}; choose a depth <= {self.max_length // 2 - 1}"),
-        (self.n_train >= 1 and self.n_test >= 1, "split sizes must be >= 1"),
+        (self.n_types >= 1, f"types must be >= 1, got {self.n_types}"),
+        (1 <= self.max_depth <= deepest,
+         f"depth must be in 1..{deepest} (max_length={self.max_length}), got {self.max_depth}"),
+        (2 <= self.min_length <= self.max_length,
+         f"min_length must be in 2..max_length={self.max_length}, got {self.min_length}"),
+        (self.ood_depth_cap > self.max_depth,
+         f"ood_depth_cap must exceed the depth {self.max_depth}, got {self.ood_depth_cap}"),
+        (self.n_train >= 1 and self.n_test >= 1, "n_train and n_test must be >= 1"),
     ]
     for ok, message in checks:
       if not ok:
@@ -266,3 +266,48 @@ def from_text(line: str, vocab: Vocab) -> np.ndarray:
 def read_text(path: str, vocab: Vocab) -> list[np.ndarray]:
   with open(path, encoding="utf-8") as f:
     return [from_text(line, vocab) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------
+# Command line: print a split in the text format.
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """python -m data.dyck --split=unseen_depth --n=5 [--depth=10 --types=20 ...]"""
+  import argparse
+  import os
+  import sys
+
+  from data import dyck_tfds
+  from experiments import cli
+
+  parser = cli.Parser(prog="python -m data.dyck",
+                      description="Print a Dyck split, one string per line (Murty/Yao format).")
+  parser.add_argument("--split", default="train", help=f"one of: {', '.join(SPLITS)}")
+  parser.add_argument("--n", type=int, default=None, help="print only the first N strings")
+  parser.add_argument("--data_dir", default=os.path.join("runs", "tfds"))
+  parser.add_argument("--manifest", action="store_true", help="print the manifest (JSON) instead")
+  cli.add_dataclass_flags(parser, DyckConfig, rename={"max_depth": "depth", "n_types": "types"})
+
+  def run(argv):
+    args = parser.parse_args(argv)
+    cli.check_choice("split", args.split, SPLITS)
+    if args.n is not None:
+      cli.check_range("n", args.n, 0, 1 << 62)
+    config = cli.from_flags(DyckConfig, args)
+    cli.ensure_writable(args.data_dir)
+    if args.manifest:
+      import json
+      print(json.dumps(dyck_tfds.manifest(config, args.data_dir), indent=2))
+      return
+    vocab = Vocab(config.n_types)
+    strings = dyck_tfds.load(config, args.data_dir, (args.split,))[args.split]
+    out = sys.stdout
+    for s in strings[:args.n]:
+      out.write(to_text(s, vocab) + "\n")
+
+  cli.run_main(run, argv)
+
+
+if __name__ == "__main__":
+  main()

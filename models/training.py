@@ -35,6 +35,15 @@ class TrainConfig:
   eval_every: int = 500
   checkpoint_every: int = 500
 
+  def __post_init__(self):
+    for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.warmup_steps < 0 or self.weight_decay < 0 or not self.grad_clip > 0:
+      raise ValueError("warmup_steps and weight_decay must be >= 0 and grad_clip > 0")
+
 
 class TrainingError(Exception):
   pass
@@ -113,3 +122,15 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
       ckpt.save(done, state)
   ckpt.close()
   return jax.tree_util.tree_map(np.asarray, state["params"])
+
+
+def restore_params(run_dir: str, model_cfg: transformer.ModelConfig, cfg: TrainConfig):
+  """Parameters of the newest good checkpoint in `run_dir`, or None if it has none."""
+  params = jax.eval_shape(lambda: transformer.init_params(model_cfg, cfg.seed))
+  like = {"params": params, "opt_state": jax.eval_shape(optimizer(cfg).init, params)}
+  ckpt = checkpoints.Checkpoints(run_dir)
+  try:
+    restored = ckpt.restore_latest(like)
+  finally:
+    ckpt.close()
+  return None if restored is None else restored[1]["params"]

@@ -42,6 +42,13 @@ class ModelConfig:
   d_mlp: int = 256
   dtype: str = "float32"  # compute dtype; parameters are always float32
 
+  def __post_init__(self):
+    for name in ("vocab_size", "seq_len", "n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: float32, bfloat16")
+
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -65,17 +72,18 @@ class Intervention(Protocol):
 
 def _intervene(module: nn.Module, site: str, x: jax.Array, intervention: Any,
                head_axis: int | None) -> jax.Array:
-  """Captures `x` and, if the intervention targets this site, replaces its head slice."""
+  """Replaces one head's slice of `x` if the intervention targets this site, then captures
+  the result (so a capture shows what the rest of the model actually sees)."""
+  if (intervention is not None and intervention.layer == module.layer
+      and site in intervention.sites):
+    if head_axis is None:
+      x = intervention(site, x).astype(x.dtype)
+    else:
+      h = intervention.head
+      new = intervention(site, jnp.take(x, h, axis=head_axis)).astype(x.dtype)
+      x = x.at[(slice(None),) * head_axis + (h,)].set(new)
   module.sow("intermediates", site, x)
-  if intervention is None or intervention.layer != module.layer or site not in intervention.sites:
-    return x
-  if head_axis is None:
-    return intervention(site, x)
-  h = intervention.head
-  x_head = jnp.take(x, h, axis=head_axis)
-  new = intervention(site, x_head).astype(x.dtype)
-  index = (slice(None),) * head_axis + (h,)
-  return x.at[index].set(new)
+  return x
 
 
 class Attention(nn.Module):

@@ -1,0 +1,93 @@
+"""Command-line plumbing shared by train.py and evaluate.py.
+
+Bad input ends with one line on stderr naming the problem (and the valid choices) and exit
+status 2; nothing is written before the arguments have been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+
+
+class UsageError(Exception):
+  """Bad input from the user: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse, but an error is one line (no usage dump) raised as UsageError."""
+
+  def error(self, message: str):
+    raise UsageError(message)
+
+
+def run_main(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None,
+             failures: tuple[type[Exception], ...] = ()) -> None:
+  """Runs `main(argv)`; UsageError exits 2 and any of `failures` exits 1, each as one line."""
+  prog = os.path.basename(sys.argv[0])
+  try:
+    main(sys.argv[1:] if argv is None else argv)
+  except UsageError as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except failures as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+def int_list(text: str) -> list[int]:
+  """'1,2,4' -> [1, 2, 4]."""
+  try:
+    values = [int(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+  if not values:
+    raise argparse.ArgumentTypeError("expected at least one integer")
+  return values
+
+
+def check_range(name: str, value: int, lo: int, hi: int, why: str = "") -> None:
+  if not lo <= value <= hi:
+    raise UsageError(f"{name}={value} is out of range{why}; choose {lo}..{hi}")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = (),
+                        rename: dict[str, str] | None = None) -> None:
+  """One `--field` flag per int/float/str field of dataclass `cls` (default: the field's)."""
+  rename = rename or {}
+  for f in dataclasses.fields(cls):
+    if f.name in skip or f.type not in ("int", "float", "str"):
+      continue
+    parser.add_argument(f"--{rename.get(f.name, f.name)}", dest=f.name, default=f.default,
+                        type={"int": int, "float": float, "str": str}[f.type],
+                        help=f"(default: {f.default})")
+
+
+def from_flags(cls, args: argparse.Namespace, **extra):
+  """Builds dataclass `cls` from parsed flags; invalid values raise UsageError."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  values = {k: v for k, v in vars(args).items() if k in names}
+  try:
+    return cls(**{**values, **extra})
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+
+
+def ensure_writable(directory: str) -> None:
+  """Creates `directory` if needed; a UsageError if it cannot be written."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise UsageError(f"cannot write to {directory!r}: {e.strerror or e}") from None

@@ -1,0 +1,127 @@
+"""The svd proxy and the one-program sweep."""
+
+import jax
+import numpy as np
+import pytest
+
+import proxies
+from models import transformer
+from proxies import faithfulness, metrics, svd
+
+CFG = transformer.ModelConfig(vocab_size=11, seq_len=12, n_layers=2, n_heads=2, d_model=16,
+                              d_head=8, d_mlp=32)
+PAD = 10
+
+
+@pytest.fixture(scope="module")
+def params():
+  return transformer.init_params(CFG, seed=0)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+  x = np.random.default_rng(0).integers(0, PAD, (24, CFG.seq_len)).astype(np.int32)
+  x[::3, 8:] = PAD  # some padded rows
+  return x
+
+
+def fitted(params, inputs, ranks, layer=1, head=1, **options):
+  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, layer, head, ("q", "k"))
+  spec = proxies.ProxySpec("svd", layer, head, ("q", "k"), tuple(ranks), tuple(options.items()))
+  return proxies.fit(spec, acts)
+
+
+def arrays_for(inputs):
+  gold = np.where(inputs % 2 == 0, 3, 4).astype(np.int32)
+  return {"inputs": inputs, "gold": gold, "scored": inputs != PAD}
+
+
+def test_collected_activations_skip_padding(params, inputs):
+  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, 1, 1, ("q", "k"))
+  assert acts["q"].shape == ((inputs != PAD).sum(), CFG.d_head)
+
+
+@pytest.mark.parametrize("centered,separate", [(False, False), (True, False), (False, True)])
+def test_projection_is_idempotent_and_of_rank_r(params, inputs, centered, separate):
+  proxy = fitted(params, inputs, (1, 3, 8), centered=centered, separate=separate)
+  for i, r in enumerate((1, 3, 8)):
+    for site in ("q", "k"):
+      p = proxy.arrays[f"projector_{site}"][i]
+      np.testing.assert_allclose(p @ p, p, atol=1e-5)
+      assert np.linalg.matrix_rank(p, tol=1e-4) == r
+  x = np.random.default_rng(1).normal(size=(5, CFG.d_head)).astype(np.float32)
+  one = jax.tree_util.tree_map(lambda a: a[1], proxy.arrays)
+  once = svd.apply(one, "q", x)
+  np.testing.assert_allclose(svd.apply(one, "q", once), once, atol=1e-5)
+
+
+def test_joint_basis_is_shared_and_separate_is_not(params, inputs):
+  joint = fitted(params, inputs, (2,))
+  separate = fitted(params, inputs, (2,), separate=True)
+  np.testing.assert_allclose(joint.arrays["projector_q"], joint.arrays["projector_k"])
+  assert not np.allclose(separate.arrays["projector_q"], separate.arrays["projector_k"])
+
+
+def test_top_directions_recover_a_planted_subspace():
+  rng = np.random.default_rng(0)
+  basis = np.linalg.qr(rng.normal(size=(6, 2)))[0]
+  x = rng.normal(size=(500, 2)) @ basis.T * 10 + rng.normal(size=(500, 6)) * 0.01
+  _, directions = svd.top_directions(x, centered=False)
+  np.testing.assert_allclose(svd.projector(directions, 2), basis @ basis.T, atol=1e-3)
+
+
+def test_full_rank_proxy_equals_the_model(params, inputs):
+  proxy = fitted(params, inputs, (CFG.d_head,))
+  program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
+  row = faithfulness.evaluate(program, params, proxy, arrays_for(inputs), 8, PAD).summary()[0]
+  assert row["agreement"] == 1.0
+  assert row["accuracy_proxy"] == row["accuracy_model"]
+  assert row["attention_jsd"] < 1e-6 and row["tv"] < 1e-5
+
+
+def test_sweep_in_one_program_equals_one_call_per_setting(params, inputs):
+  ranks = (1, 2, 4)
+  sweep = fitted(params, inputs, ranks)
+  program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
+  together = faithfulness.evaluate(program, params, sweep, arrays_for(inputs), 8, PAD).summary()
+  for i in range(len(ranks)):
+    single = jax.tree_util.tree_map(lambda a: a[i:i + 1], sweep)
+    alone = faithfulness.evaluate(program, params, single, arrays_for(inputs), 8, PAD).summary()
+    for key, value in alone[0].items():
+      assert together[i][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (ranks[i], key)
+  assert together[0]["agreement"] < 1.0  # rank 1 of 8 is not the model
+
+
+def test_batch_size_does_not_change_the_result(params, inputs):
+  sweep = fitted(params, inputs, (2,))
+  program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
+  a = faithfulness.evaluate(program, params, sweep, arrays_for(inputs), 5, PAD).summary()[0]
+  b = faithfulness.evaluate(program, params, sweep, arrays_for(inputs), 24, PAD).summary()[0]
+  for key in a:
+    assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7)
+
+
+def test_work_upstream_of_the_site_is_done_once(params, inputs):
+  """FLOPs of the program grow with the number of settings only by the work downstream of
+  the simplified site: a sweep on layer 1 adds less per setting than one on layer 0."""
+
+  def flops(layer, n_settings):
+    proxy = fitted(params, inputs, (2,) * n_settings, layer=layer)
+    program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
+    batch = arrays_for(inputs[:8])
+    lowered = program._program.lower(params, proxy, batch["inputs"], batch["gold"],
+                                     batch["scored"])
+    return lowered.compile().cost_analysis()["flops"]
+
+  per_setting_layer0 = flops(0, 5) - flops(0, 1)
+  per_setting_layer1 = flops(1, 5) - flops(1, 1)
+  base = flops(1, 1)
+  assert per_setting_layer1 < per_setting_layer0
+  # Five settings cost far less than five separate model runs would.
+  assert flops(1, 5) < 5 * base
+
+
+def test_proxy_spec_labels_and_round_trip():
+  spec = proxies.ProxySpec("svd", 1, 0, ("q", "k"), (1, 4), (("centered", True),))
+  assert [row["rank"] for row in spec.labels()] == [1, 4]
+  assert spec.to_dict()["options"] == {"centered": True}

@@ -1,0 +1,63 @@
+"""Train a small Transformer on a task; rerun to resume from the latest checkpoint.
+
+  python train.py --task=dyck --depth=10
+  python train.py --task=dyck --depth=10 --steps=20000 --batch_size=256   # paper scale
+
+Every config field has a flag (`--help`). The run directory (default
+runs/<task>-k<types>-m<depth>-s<seed>) gets config.json, metrics.jsonl and checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+
+from data import dyck
+from experiments import cli, rundir, tasks
+from models import checkpoints, training, transformer
+
+
+def parse(argv: Sequence[str]):
+  parser = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--task", default="dyck", help=f"one of: {', '.join(tasks.TASKS)}")
+  parser.add_argument("--workdir", default=None, help="run directory (default: under runs/)")
+  parser.add_argument("--data_dir", default=os.path.join(rundir.RUNS_ROOT, "tfds"),
+                      help="where the TFDS datasets live (default: runs/tfds)")
+  cli.add_dataclass_flags(parser, dyck.DyckConfig, skip=("seed",),
+                          rename={"max_depth": "depth", "n_types": "types"})
+  cli.add_dataclass_flags(parser, transformer.ModelConfig, skip=("vocab_size", "seq_len"))
+  cli.add_dataclass_flags(parser, training.TrainConfig)
+  parser.add_argument("--data_seed", type=int, default=0, help="seed of the data (default: 0)")
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+  args = parse(argv)
+  cli.check_choice("task", args.task, tasks.TASKS)
+  data_cfg = cli.from_flags(dyck.DyckConfig, args, seed=args.data_seed)
+  train_cfg = cli.from_flags(training.TrainConfig, args)
+  task = tasks.DyckTask(data_cfg, args.data_dir)
+  model_cfg = cli.from_flags(transformer.ModelConfig, args, vocab_size=task.vocab.size,
+                             seq_len=task.seq_len)
+  run_dir = args.workdir or os.path.join(
+      rundir.RUNS_ROOT, f"{task.name}-k{data_cfg.n_types}-m{data_cfg.max_depth}-s{train_cfg.seed}")
+  cli.ensure_writable(run_dir)
+  cli.ensure_writable(args.data_dir)
+  rundir.claim(run_dir, {"task": task.name, "data_dir": args.data_dir,
+                         "data": dataclasses.asdict(data_cfg),
+                         "model": dataclasses.asdict(model_cfg),
+                         "train": dataclasses.asdict(train_cfg)})
+  print(f"run directory: {run_dir}")
+  iid = task.eval_arrays("iid")
+  accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
+  params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,
+                          task.train_batches(train_cfg.batch_size, train_cfg.seed),
+                          lambda p: {"iid_accuracy": accuracy(p, iid)})
+  print(f"done: iid accuracy {accuracy(params, iid):.4f} (Murty positions); "
+        f"evaluate with `python evaluate.py --run={run_dir}`")
+
+
+if __name__ == "__main__":
+  cli.run_main(main, failures=(training.TrainingError, checkpoints.CheckpointError))
