@@ -38,7 +38,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--centered", action="store_true", help="svd: subtract the mean (PCA)")
   parser.add_argument("--separate", action="store_true",
                       help="svd: separate bases for each site instead of one joint basis")
-  parser.add_argument("--n_fit", type=int, default=1000, help="training strings to fit on")
+  parser.add_argument("--n_fit", type=int, default=None,
+                      help="training strings to fit on (default: 1000, or all if fewer)")
   parser.add_argument("--scoring", default="murty", help=f"one of: {', '.join(dyck_batch.SCORINGS)}")
   parser.add_argument("--splits", default=",".join(dyck.TEST_SPLITS),
                       help="comma-separated splits (default: all test splits)")
@@ -59,6 +60,8 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train:
   width = model_cfg.d_model if "resid_pre" in sites else model_cfg.d_head
   for rank in args.rank:
     cli.check_range("rank", rank, 1, width, f" (the simplified vectors have {width} dimensions)")
+  if args.n_fit is None:
+    args.n_fit = min(1000, n_train)
   cli.check_range("n_fit", args.n_fit, 1, n_train, " (the training split's size)")
   cli.check_range("batch_size", args.batch_size, 1, 1 << 16)
   cli.check_choice("scoring", args.scoring, dyck_batch.SCORINGS)

@@ -79,9 +79,8 @@ def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad
 
   def accuracy(params, arrays) -> float:
     fill = {"inputs": pad_id, "gold": -1, "scored": False}
-    wanted = {k: arrays[k] for k in fill}
     totals = np.zeros(2)
-    for batch, _ in faithfulness.fixed_batches(wanted, batch_size, fill):
+    for batch, _ in faithfulness.fixed_batches(arrays, batch_size, fill):
       totals += np.array(counts(params, batch["inputs"], batch["gold"], batch["scored"]))
     return float(totals[0] / max(totals[1], 1))
 

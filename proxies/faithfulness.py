@@ -91,13 +91,14 @@ class SplitResult:
 
 def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
                   fill: Mapping[str, int]) -> Iterator[tuple[dict, int]]:
-  """Slices [N, L] arrays into [batch_size, L] batches; the last is padded with rows of
-  `fill` values. Yields (batch, number of real rows)."""
-  n = len(next(iter(arrays.values())))
+  """Slices the [N, ...] arrays named in `fill` into batches of `batch_size` rows; the last
+  is padded with rows of `fill` values. Yields (batch, number of real rows)."""
+  n = len(arrays[next(iter(fill))])
   for start in range(0, n, batch_size):
     real = min(batch_size, n - start)
     batch = {}
-    for name, a in arrays.items():
+    for name in fill:
+      a = arrays[name]
       chunk = a[start:start + real]
       if real < batch_size:
         pad = np.full((batch_size - real,) + a.shape[1:], fill[name], a.dtype)

@@ -1,0 +1,120 @@
+"""train.py, evaluate.py and `python -m data.dyck` end to end on a tiny config, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data import dyck
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_DATA = ["--types=4", "--depth=4", "--max_length=30", "--n_train=400", "--n_test=24",
+             "--short_length=14", "--ood_depth_cap=8"]
+TINY_MODEL = ["--d_model=16", "--d_head=8", "--d_mlp=32", "--steps=30", "--log_every=10",
+              "--eval_every=10", "--checkpoint_every=10", "--batch_size=16"]
+
+
+def run(*args, cwd):
+  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run in its own working directory: (cwd, run_dir)."""
+  cwd = tmp_path_factory.mktemp("work")
+  result = run(os.path.join(ROOT, "train.py"), "--task=dyck", *TINY_DATA, *TINY_MODEL,
+               cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  run_dir = cwd / "runs" / "dyck-k4-m4-s0"
+  assert (run_dir / "config.json").exists()
+  return cwd, run_dir
+
+
+def test_train_writes_config_metrics_and_checkpoints(trained):
+  cwd, run_dir = trained
+  config = json.loads((run_dir / "config.json").read_text())
+  assert config["data"]["max_depth"] == 4 and config["model"]["d_model"] == 16
+  rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [10, 20, 30]
+  assert all("iid_accuracy" in r and "tokens_per_s" in r for r in rows)
+  assert sorted(os.listdir(run_dir / "checkpoints")) == ["10", "20", "30"]
+
+
+def test_rerun_resumes_instead_of_starting_over(trained):
+  cwd, run_dir = trained
+  result = run(os.path.join(ROOT, "train.py"), "--task=dyck", *TINY_DATA, *TINY_MODEL,
+               cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  assert "resumed from step 30" in result.stdout
+
+
+def test_evaluate_sweep_writes_the_table(trained, tmp_path):
+  cwd, run_dir = trained
+  out = tmp_path / "table.json"
+  result = run(os.path.join(ROOT, "evaluate.py"), "--proxy=svd", "--rank=1,2,8",
+               "--n_fit=50", "--scoring=all_closes", f"--out={out}", cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  assert "faithfulness program: 1 compilation(s) for 3 proxy setting(s) x 5 split(s)" \
+      in result.stdout
+  rows = json.loads(out.read_text())
+  assert len(rows) == 3 * len(dyck.TEST_SPLITS)
+  for row in rows:
+    for key in ("split", "proxy", "rank", "accuracy_model", "accuracy_proxy", "agreement",
+                "attention_jsd", "n"):
+      assert key in row
+  full = [r for r in rows if r["rank"] == 8]  # d_head = 8: the full-rank proxy is the model
+  assert all(r["agreement"] == 1.0 and r["attention_jsd"] < 1e-6 for r in full)
+  written = os.listdir(run_dir / "eval")
+  assert "svd_layer1_head0_q+k_1-2-8.json" in written and "svd_layer1_head0_q+k_1-2-8.csv" in written
+
+
+def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
+  cwd, _ = trained
+  result = run("-m", "data.dyck", "--split=unseen_depth", "--n=5", *TINY_DATA, cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert len(lines) == 5
+  path = tmp_path / "depth.txt"
+  path.write_text(result.stdout)
+  strings = dyck.read_text(str(path), dyck.Vocab(4))
+  assert all(dyck.max_depth(s, 4) > 4 and dyck.is_valid(s, 4) for s in strings)
+  whole = run("-m", "data.dyck", "--split=train", *TINY_DATA, cwd=cwd)
+  assert len(whole.stdout.splitlines()) == 400
+
+
+@pytest.mark.parametrize("script,args,needle", [
+    ("evaluate.py", ["--proxy=nope"], "unknown proxy 'nope'; choose one of: svd"),
+    ("evaluate.py", ["--rank=0"], "rank=0 is out of range"),
+    ("evaluate.py", ["--rank=1000"], "choose 1..8"),
+    ("evaluate.py", ["--rank=two"], "expected integers"),
+    ("evaluate.py", ["--layer=5"], "layer=5 is out of range for this model; choose 0..1"),
+    ("evaluate.py", ["--run=/nonexistent"], "is not a run directory"),
+    ("evaluate.py", ["--splits=iid,nope"], "unknown split 'nope'"),
+    ("train.py", ["--depth=0"], "depth must be in 1..14"),
+    ("train.py", ["--task=nope"], "unknown task 'nope'; choose one of: dyck"),
+    ("train.py", ["--steps=-3"], "steps must be >= 1"),
+    ("train.py", ["--bogus=1"], "unrecognized arguments"),
+    ("train.py", ["--workdir=/proc/forbidden"], "cannot write to"),
+])
+def test_bad_input_is_one_line_and_exit_2(trained, script, args, needle):
+  cwd, _ = trained
+  extra = TINY_DATA if script == "train.py" else []
+  result = run(os.path.join(ROOT, script), *extra, *args, cwd=cwd)
+  assert result.returncode == 2, (result.stdout, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert needle in lines[0], lines[0]
+
+
+def test_bad_input_loses_nothing(trained):
+  cwd, run_dir = trained
+  before = {p: os.path.getmtime(os.path.join(run_dir, p)) for p in ("config.json", "metrics.jsonl")}
+  result = run(os.path.join(ROOT, "train.py"), *TINY_DATA, *TINY_MODEL, "--d_model=32", cwd=cwd)
+  assert result.returncode == 2 and "holds a run with another config" in result.stderr
+  after = {p: os.path.getmtime(os.path.join(run_dir, p)) for p in before}
+  assert before == after
+  assert sorted(os.listdir(run_dir / "checkpoints")) == ["10", "20", "30"]
