@@ -9,7 +9,10 @@ vocabulary, counts, length and depth statistics per split) is TFDS metadata:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import sys
 import numpy as np
 from absl import logging as absl_logging
 import tensorflow_datasets as tfds
@@ -71,7 +74,10 @@ def prepare(config: dyck.DyckConfig, data_dir: str) -> Dyck:
   tfds.disable_progress_bar()
   absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS narrates every step at INFO/WARNING
   b = builder(config, data_dir)
-  b.download_and_prepare()
+  if not b.is_prepared():
+    print(f"generating the Dyck splits into {b.data_dir}", file=sys.stderr, flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading ..." here
+      b.download_and_prepare()
   return b
 
 

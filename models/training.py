@@ -24,7 +24,7 @@ from models import checkpoints, transformer
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  steps: int = 3000
+  steps: int = 8000  # reaches >= 98 % iid accuracy on Dyck-(20, 10) (see README)
   batch_size: int = 64
   learning_rate: float = 3e-3
   warmup_steps: int = 200
@@ -32,8 +32,8 @@ class TrainConfig:
   grad_clip: float = 1.0
   seed: int = 0
   log_every: int = 100
-  eval_every: int = 500
-  checkpoint_every: int = 500
+  eval_every: int = 1000
+  checkpoint_every: int = 1000
 
   def __post_init__(self):
     for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
@@ -81,8 +81,10 @@ def make_train_step(model_cfg: transformer.ModelConfig, tx: optax.GradientTransf
 
 def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pad_id: int,
           batches: Callable[[int], dict], evaluate: Callable[[Any], dict],
-          log: Callable[[str], None] = print) -> Any:
-  """Trains to `cfg.steps`, resuming from the newest checkpoint in `run_dir`; returns params."""
+          log: Callable[[str], None] = print,
+          stop: Callable[[dict], bool] = lambda row: False) -> Any:
+  """Trains to `cfg.steps` (or until `stop(row)` holds for a logged row), resuming from the
+  newest checkpoint in `run_dir`; returns the params."""
   tx = optimizer(cfg)
   params = transformer.init_params(model_cfg, cfg.seed)
   state = {"params": params, "opt_state": tx.init(params)}
@@ -99,14 +101,17 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
     with open(metrics_path, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")
 
-  tokens, clock = 0, time.perf_counter()
+  tokens, losses, clock = 0, [], time.perf_counter()
   for step in range(start, cfg.steps):
     batch = batches(step)
     state, loss = train_step(state, batch["inputs"], batch["targets"])
+    losses.append(loss)  # stays on the device: no sync until the step is logged
     tokens += int((batch["targets"] != pad_id).sum())
     done = step + 1
-    if done % cfg.log_every == 0 or done == cfg.steps:
-      loss = float(loss)
+    stopping = False
+    saving = done % cfg.checkpoint_every == 0 or done == cfg.steps
+    if saving or done % cfg.log_every == 0:  # a checkpoint is only saved after a NaN check
+      loss = float(jnp.mean(jnp.stack(losses)))  # mean over the steps since the last log
       if not math.isfinite(loss):
         raise TrainingError(f"loss became {loss} at step {done}; the last good checkpoint "
                             f"is kept in {ckpt.directory}")
@@ -117,9 +122,12 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
       record(row)
       log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                     for k, v in row.items()))
-      tokens, clock = 0, time.perf_counter()
-    if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+      tokens, losses, clock = 0, [], time.perf_counter()
+      stopping = stop(row)
+    if stopping or saving:
       ckpt.save(done, state)
+    if stopping:
+      break
   ckpt.close()
   return jax.tree_util.tree_map(np.asarray, state["params"])
 
