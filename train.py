@@ -45,12 +45,12 @@ def main(argv: Sequence[str]) -> None:
       rundir.RUNS_ROOT, f"{task.name}-k{data_cfg.n_types}-m{data_cfg.max_depth}-s{train_cfg.seed}")
   cli.ensure_writable(run_dir)
   cli.ensure_writable(args.data_dir)
+  iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
   rundir.claim(run_dir, {"task": task.name, "data_dir": args.data_dir,
                          "data": dataclasses.asdict(data_cfg),
                          "model": dataclasses.asdict(model_cfg),
                          "train": dataclasses.asdict(train_cfg)})
   print(f"run directory: {run_dir}")
-  iid = task.eval_arrays("iid")
   accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
   params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,
                           task.train_batches(train_cfg.batch_size, train_cfg.seed),

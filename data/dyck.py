@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -188,6 +188,20 @@ def is_valid(ids: np.ndarray, n_types: int, depth_cap: int | None = None) -> boo
 # Splits
 
 
+# Candidates drawn per requested test string before a split is declared unreachable (e.g.
+# unseen short structures when training already covers every short skeleton).
+MAX_CANDIDATES_PER_STRING = 500
+
+
+class SplitError(ValueError):
+
+  def __init__(self, split: str, found: int, config: DyckConfig):
+    super().__init__(
+        f"split {split!r} found only {found} of {config.n_test} strings in about "
+        f"{MAX_CANDIDATES_PER_STRING * config.n_test} samples; this language is too small "
+        f"for it: raise max_length, short_length or types, or lower n_train or n_test")
+
+
 def _rng(seed: int, split: str) -> np.random.Generator:
   # One independent stream per split, so adding a split never changes another.
   return np.random.default_rng([seed, SPLITS.index(split) + 1])
@@ -204,13 +218,19 @@ def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
   def fresh(candidates: Iterable[np.ndarray]):
     return (s for s in candidates if s.tobytes() not in train_strings)
 
-  def stream(split: str, depth_cap: int):
+  def stream(split: str, depth_cap: int) -> Iterator[np.ndarray]:
     rng = _rng(c.seed, split)
-    while True:
+    for _ in range(0, MAX_CANDIDATES_PER_STRING * c.n_test, 4096):
       yield from sample(rng, 4096, depth_cap=depth_cap, **draw)
 
+  def take(candidates: Iterable[np.ndarray], split: str) -> list[np.ndarray]:
+    found = list(itertools.islice(candidates, c.n_test))
+    if len(found) < c.n_test:
+      raise SplitError(split, len(found), c)
+    return found
+
   splits = {"train": train}
-  splits["iid"] = list(itertools.islice(fresh(stream("iid", c.max_depth)), c.n_test))
+  splits["iid"] = take(fresh(stream("iid", c.max_depth)), "iid")
 
   pools: dict[str, list[np.ndarray]] = {
       "seen_struct": [], "unseen_struct_short": [], "unseen_struct_long": []}
@@ -223,11 +243,12 @@ def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
       pools[pool].append(s)
     if all(len(p) == c.n_test for p in pools.values()):
       break
-  splits.update(pools)
+  for name, pool in pools.items():
+    splits[name] = take(pool, name)
 
   deeper = (s for s in stream("unseen_depth", c.ood_depth_cap)
             if max_depth(s, c.n_types) > c.max_depth)
-  splits["unseen_depth"] = list(itertools.islice(deeper, c.n_test))
+  splits["unseen_depth"] = take(deeper, "unseen_depth")
   return splits
 
 
@@ -296,12 +317,16 @@ def main(argv: Sequence[str] | None = None) -> None:
       cli.check_range("n", args.n, 0, 1 << 62)
     config = cli.from_flags(DyckConfig, args)
     cli.ensure_writable(args.data_dir)
-    if args.manifest:
-      import json
-      print(json.dumps(dyck_tfds.manifest(config, args.data_dir), indent=2))
-      return
+    log = lambda line: print(line, file=sys.stderr)  # stdout carries only the strings
+    try:
+      if args.manifest:
+        import json
+        print(json.dumps(dyck_tfds.manifest(config, args.data_dir, log), indent=2))
+        return
+      strings = dyck_tfds.load(config, args.data_dir, (args.split,), log)[args.split]
+    except SplitError as e:
+      raise cli.UsageError(str(e)) from None
     vocab = Vocab(config.n_types)
-    strings = dyck_tfds.load(config, args.data_dir, (args.split,))[args.split]
     out = sys.stdout
     for s in strings[:args.n]:
       out.write(to_text(s, vocab) + "\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import sys
+from collections.abc import Callable
 import numpy as np
 from absl import logging as absl_logging
 import tensorflow_datasets as tfds
@@ -69,22 +69,22 @@ def builder(config: dyck.DyckConfig, data_dir: str) -> Dyck:
   return Dyck(config=named, data_dir=data_dir, file_format="array_record")
 
 
-def prepare(config: dyck.DyckConfig, data_dir: str) -> Dyck:
+def prepare(config: dyck.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> Dyck:
   """Generates the dataset unless it is already on disk; returns its builder."""
   tfds.disable_progress_bar()
   absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS narrates every step at INFO/WARNING
   b = builder(config, data_dir)
   if not b.is_prepared():
-    print(f"generating the Dyck splits into {b.data_dir}", file=sys.stderr, flush=True)
+    log(f"generating the Dyck splits into {b.data_dir}")
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading ..." here
       b.download_and_prepare()
   return b
 
 
-def load(config: dyck.DyckConfig, data_dir: str,
-         splits: tuple[str, ...] = dyck.SPLITS) -> dict[str, list[np.ndarray]]:
+def load(config: dyck.DyckConfig, data_dir: str, splits: tuple[str, ...] = dyck.SPLITS,
+         log: Callable[[str], None] = print) -> dict[str, list[np.ndarray]]:
   """The requested splits, each a list of bracket-id arrays in generation order."""
-  sources = prepare(config, data_dir).as_data_source()
+  sources = prepare(config, data_dir, log).as_data_source()
   out = {}
   for name in splits:
     records = sources[name].__getitems__(range(len(sources[name])))
@@ -93,5 +93,5 @@ def load(config: dyck.DyckConfig, data_dir: str,
   return out
 
 
-def manifest(config: dyck.DyckConfig, data_dir: str) -> dict:
-  return dict(prepare(config, data_dir).info.metadata["manifest"])
+def manifest(config: dyck.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> dict:
+  return dict(prepare(config, data_dir, log).info.metadata["manifest"])

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import dyck, dyck_batch, dyck_tfds
+from experiments import cli
 from models import transformer
 from proxies import faithfulness, metrics
 
@@ -41,7 +42,10 @@ class DyckTask:
 
   @functools.cached_property
   def data(self) -> dict[str, list[np.ndarray]]:
-    return dyck_tfds.load(self.config, self.data_dir)
+    try:
+      return dyck_tfds.load(self.config, self.data_dir)
+    except dyck.SplitError as e:  # the user's config asks for a split that cannot be made
+      raise cli.UsageError(str(e)) from None
 
   def manifest(self) -> dict:
     return dyck_tfds.manifest(self.config, self.data_dir)

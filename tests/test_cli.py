@@ -98,6 +98,7 @@ def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
     ("train.py", ["--task=nope"], "unknown task 'nope'; choose one of: dyck"),
     ("train.py", ["--steps=-3"], "steps must be >= 1"),
     ("train.py", ["--bogus=1"], "unrecognized arguments"),
+    ("train.py", ["--short_length=2", "--workdir=runs/never"], "found only 0 of 24"),
     ("train.py", ["--workdir=/proc/forbidden"], "cannot write to"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, script, args, needle):
@@ -108,6 +109,7 @@ def test_bad_input_is_one_line_and_exit_2(trained, script, args, needle):
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
   assert needle in lines[0], lines[0]
+  assert not os.path.exists(os.path.join(cwd, "runs", "never", "config.json"))
 
 
 def test_bad_input_loses_nothing(trained):

@@ -127,3 +127,10 @@ def test_length_buckets_are_deterministic_per_step(splits):
   assert widths <= {16, 42}
   assert (sampler(0)["inputs"].shape != sampler(1)["inputs"].shape
           or (sampler(0)["inputs"] != sampler(1)["inputs"]).any())
+
+
+def test_an_unreachable_split_is_an_error_not_a_hang():
+  tiny = dyck.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
+                         short_length=10, ood_depth_cap=6, seed=1)
+  with pytest.raises(dyck.SplitError, match="'unseen_struct_short' found only 0 of 20"):
+    dyck.generate(tiny)

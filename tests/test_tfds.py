@@ -8,7 +8,7 @@ import numpy as np
 from data import dyck, dyck_tfds
 
 SMALL = dyck.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
-                        short_length=10, ood_depth_cap=6, seed=1)
+                        short_length=12, ood_depth_cap=6, seed=1)
 
 
 def test_builder_round_trip_and_manifest(tmp_path):
@@ -27,7 +27,7 @@ def test_builder_round_trip_and_manifest(tmp_path):
   assert manifest["vocab"][:2] == ["(a", "(b"]
   stats = manifest["splits"]
   assert stats["train"]["count"] == 300 and stats["unseen_depth"]["depth"]["min"] == 4
-  assert stats["unseen_struct_long"]["length"]["min"] > 10
+  assert stats["unseen_struct_long"]["length"]["min"] > 12
 
 
 def test_prepared_data_is_reused_not_regenerated(tmp_path):
