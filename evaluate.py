@@ -67,8 +67,9 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train:
   cli.check_choice("scoring", args.scoring, dyck_batch.SCORINGS)
   for split in args.splits.split(","):
     cli.check_choice("split", split, dyck.TEST_SPLITS)
-  options = (("centered", args.centered), ("separate", args.separate))
-  return proxies.ProxySpec(args.proxy, layer, args.head, sites, tuple(args.rank), options)
+  options = tuple((name, getattr(args, name)) for name in kind.options)
+  values = tuple(args.rank) if kind.sweep == "rank" else ()
+  return proxies.ProxySpec(args.proxy, layer, args.head, sites, values, options)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -135,8 +136,9 @@ def main(argv: Sequence[str]) -> None:
   print(f"faithfulness program: {counter.count} compilation(s) for {proxy.size} proxy "
         f"setting(s) x {len(args.splits.split(','))} split(s)")
 
-  values = "-".join(str(v) for v in spec.values)
-  name = f"{args.proxy}_layer{spec.layer}_head{spec.head}_{'+'.join(spec.sites)}_{values}"
+  name = "_".join([args.proxy, f"layer{spec.layer}", f"head{spec.head}", "+".join(spec.sites),
+                   "-".join(str(v) for v in spec.values)]
+                  + [option for option, on in spec.options if on])
   rundir.write_json(os.path.join(eval_dir, f"{name}.json"), rows)
   rundir.write_csv(os.path.join(eval_dir, f"{name}.csv"), rows)
   if args.out:

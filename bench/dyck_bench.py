@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import proxies  # noqa: E402
 from data import dyck  # noqa: E402
 from experiments import tasks  # noqa: E402
-from models import training  # noqa: E402
+from models import training, transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def time_to_accuracy(task, workdir: str, target: float, eval_every: int, max_ste
   return params
 
 
-def sweep_ratio(task, params, ranks, repeats: int):
+def sweep_ratio(task, params, ranks, repeats: int, batch_size: int):
   model_cfg = task.model_config()
   acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(1000),
                                           task.pad_id, 1, 0, ("q", "k"))
@@ -75,7 +75,8 @@ def sweep_ratio(task, params, ranks, repeats: int):
   singles = [jax.tree_util.tree_map(lambda a, i=i: a[i:i + 1], sweep) for i in range(len(ranks))]
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   arrays = task.eval_arrays("iid")
-  run = lambda proxy: faithfulness.evaluate(program, params, proxy, arrays, 256, task.pad_id)
+  run = lambda proxy: faithfulness.evaluate(program, params, proxy, arrays, batch_size,
+                                            task.pad_id)
   run(sweep), run(singles[0])  # compile both shapes outside the timing
 
   def best_of(fn):
@@ -91,7 +92,7 @@ def sweep_ratio(task, params, ranks, repeats: int):
   n = len(arrays["inputs"])
   print(f"sweep: {len(ranks)} ranks x {n} iid strings: one compiled program {one_program:.3f} s, "
         f"loop of one jitted call per rank {loop:.3f} s, ratio {loop / one_program:.2f}x "
-        f"(best of {repeats})")
+        f"(best of {repeats}, batches of {batch_size})")
 
 
 def main():
@@ -104,6 +105,9 @@ def main():
   parser.add_argument("--max_steps", type=int, default=20000)
   parser.add_argument("--ranks", default=",".join(str(r) for r in range(1, 65, 4)))
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
+  parser.add_argument("--run", default=None,
+                      help="with --part=sweep: a trained run whose params to use (default: random)")
   args = parser.parse_args()
 
   task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)
@@ -111,11 +115,13 @@ def main():
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
       params = time_to_accuracy(task, workdir, args.target, args.eval_every, args.max_steps)
+    elif args.run:
+      params = training.restore_params(args.run, task.model_config(), training.TrainConfig())
     else:
-      from models import transformer
       params = transformer.init_params(task.model_config(), 0)
     if args.part in ("all", "sweep"):
-      sweep_ratio(task, params, [int(r) for r in args.ranks.split(",")], args.repeats)
+      sweep_ratio(task, params, [int(r) for r in args.ranks.split(",")], args.repeats,
+                  args.batch_size)
 
 
 if __name__ == "__main__":
