@@ -97,15 +97,8 @@ def main(argv: Sequence[str]) -> None:
   args = parse(argv)
   cli.check_choice("proxy", args.proxy, list(proxies.KINDS))
   run_dir = args.run or rundir.latest_run()
-  config = rundir.read_config(run_dir)
-  cli.check_choice("task", config.get("task"), tasks.TASKS)
-  try:
-    data_cfg = dyck.DyckConfig(**config["data"])
-    model_cfg = transformer.ModelConfig.from_dict(config["model"])
-    train_cfg = training.TrainConfig(**config["train"])
-  except (KeyError, TypeError, ValueError) as e:
-    raise cli.UsageError(f"{run_dir}/config.json is not a valid run config ({e})") from None
-  spec = check(args, model_cfg, data_cfg.n_train)
+  task, model_cfg, train_cfg = tasks.from_run_config(rundir.read_config(run_dir), run_dir)
+  spec = check(args, model_cfg, task.config.n_train)
   eval_dir = os.path.join(run_dir, "eval")
   cli.ensure_writable(eval_dir)
   if args.out:
@@ -114,7 +107,6 @@ def main(argv: Sequence[str]) -> None:
   params = training.restore_params(run_dir, model_cfg, train_cfg)
   if params is None:
     raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
-  task = tasks.DyckTask(data_cfg, config["data_dir"])
   activations = faithfulness.collect_activations(
       model_cfg, params, task.fit_inputs(args.n_fit), task.pad_id, spec.layer, spec.head,
       spec.sites)

@@ -16,7 +16,7 @@ import numpy as np
 
 from data import dyck, dyck_batch, dyck_tfds
 from experiments import cli
-from models import transformer
+from models import training, transformer
 from proxies import faithfulness, metrics
 
 TASKS = ("dyck",)
@@ -69,6 +69,18 @@ class DyckTask:
     if scoring == "full_vocab":
       return metrics.Decision(0, self.vocab.size)
     return metrics.Decision(k, 2 * k, threshold=0.8 if scoring == "yao" else None)
+
+
+def from_run_config(config: dict, run_dir: str):
+  """(task, model config, train config) of a run's config.json; UsageError if malformed."""
+  cli.check_choice("task", config.get("task"), TASKS)
+  try:
+    task = DyckTask(dyck.DyckConfig(**config["data"]), config["data_dir"])
+    model_cfg = transformer.ModelConfig.from_dict(config["model"])
+    train_cfg = training.TrainConfig(**config["train"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise cli.UsageError(f"{run_dir}/config.json is not a valid run config ({e})") from None
+  return task, model_cfg, train_cfg
 
 
 def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,

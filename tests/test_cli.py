@@ -120,3 +120,14 @@ def test_bad_input_loses_nothing(trained):
   after = {p: os.path.getmtime(os.path.join(run_dir, p)) for p in before}
   assert before == after
   assert sorted(os.listdir(run_dir / "checkpoints")) == ["10", "20", "30"]
+
+
+def test_evaluate_rejects_malformed_runs(trained, tmp_path):
+  cwd, _ = trained
+  (tmp_path / "config.json").write_text('{"task": "dyck", "data": {"bogus": 1}}')
+  result = run(os.path.join(ROOT, "evaluate.py"), f"--run={tmp_path}", cwd=cwd)
+  assert result.returncode == 2 and "is not a valid run config" in result.stderr
+  (tmp_path / "config.json").write_text("{not json")
+  result = run(os.path.join(ROOT, "evaluate.py"), f"--run={tmp_path}", cwd=cwd)
+  assert result.returncode == 2 and "cannot read" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
