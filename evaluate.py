@@ -139,4 +139,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  cli.run_main(main, failures=(checkpoints.CheckpointError,))
+  cli.run_main(main, bad_input=(checkpoints.CheckpointError,))

@@ -60,4 +60,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  cli.run_main(main, failures=(training.TrainingError, checkpoints.CheckpointError))
+  cli.run_main(main, bad_input=(checkpoints.CheckpointError,),
+               failures=(training.TrainingError, training.Preempted))

@@ -44,14 +44,21 @@ class DyckConfig:
   def __post_init__(self):
     deepest = self.max_length // 2 - 1  # deeper strings must still fit in max_length
     checks = [
-        (self.n_types >= 1, f"types must be >= 1, got {self.n_types}"),
+        (1 <= self.n_types <= 4096, f"types must be in 1..4096, got {self.n_types}"),
+        (self.max_length <= 4096, f"max_length must be at most 4096, got {self.max_length}"),
         (1 <= self.max_depth <= deepest,
          f"depth must be in 1..{deepest} (max_length={self.max_length}), got {self.max_depth}"),
         (2 <= self.min_length <= self.max_length,
          f"min_length must be in 2..max_length={self.max_length}, got {self.min_length}"),
-        (self.ood_depth_cap > self.max_depth,
-         f"ood_depth_cap must exceed the depth {self.max_depth}, got {self.ood_depth_cap}"),
-        (self.n_train >= 1 and self.n_test >= 1, "n_train and n_test must be >= 1"),
+        (self.max_depth < self.ood_depth_cap <= self.max_length // 2,
+         f"ood_depth_cap must be in {self.max_depth + 1}..{self.max_length // 2}, "
+         f"got {self.ood_depth_cap}"),
+        (self.min_length <= self.short_length < self.max_length,
+         f"short_length must be in {self.min_length}..{self.max_length - 1}, "
+         f"got {self.short_length}"),
+        (0 <= self.seed < 2**32, f"seed must be in 0..{2**32 - 1}, got {self.seed}"),
+        (1 <= self.n_train <= 10**8 and 1 <= self.n_test <= 10**7,
+         f"n_train must be in 1..{10**8} and n_test in 1..{10**7}"),
     ]
     for ok, message in checks:
       if not ok:

@@ -26,12 +26,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def run_main(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None,
+             bad_input: tuple[type[Exception], ...] = (),
              failures: tuple[type[Exception], ...] = ()) -> None:
-  """Runs `main(argv)`; UsageError exits 2 and any of `failures` exits 1, each as one line."""
+  """Runs `main(argv)`. UsageError and any of `bad_input` exit 2, any of `failures` exit 1,
+  each reported in one line."""
   prog = os.path.basename(sys.argv[0])
   try:
     main(sys.argv[1:] if argv is None else argv)
-  except UsageError as e:
+  except (UsageError, *bad_input) as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     sys.exit(2)
   except failures as e:

@@ -1,22 +1,75 @@
-"""Orbax checkpoints of the training state under `<run>/checkpoints/<step>/`.
+"""Orbax checkpoints of the training state under `<run>/checkpoints/<step>/`, checked on load.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a step
-directory that exists is whole; restoring walks back from the newest step to the newest one
-that loads. Nothing here unpickles: orbax stores arrays (OCDBT/zarr) and JSON metadata.
+Orbax writes each step into a temporary directory and renames it when complete. After that
+we write `<step>/integrity.json`: the SHA-256 of every file in the step. A step counts as
+good only if that file exists and every digest matches, so a checkpoint cut short (the
+process killed before the digests were written) or damaged later (truncated, bit-flipped)
+is reported by name, moved to `<run>/checkpoints.bad/`, and the previous good one is used.
+Orbax removes old steps (beyond `max_to_keep`) only after a newer one is committed, so the
+last good checkpoint is never removed before a newer one is complete.
+
+Nothing here unpickles: orbax stores arrays (OCDBT) and JSON metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+INTEGRITY = "integrity.json"
+
 
 class CheckpointError(Exception):
   pass
+
+
+def _digests(step_dir: str) -> dict[str, str]:
+  out = {}
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel in (INTEGRITY, f".{INTEGRITY}.tmp"):
+        continue
+      with open(path, "rb") as f:
+        out[rel] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def problem(step_dir: str) -> str | None:
+  """Why the checkpoint in `step_dir` cannot be trusted, or None if it is whole."""
+  try:
+    with open(os.path.join(step_dir, INTEGRITY), encoding="utf-8") as f:
+      expected = json.load(f)
+  except FileNotFoundError:
+    return "no integrity.json (saving was interrupted)"
+  except (OSError, json.JSONDecodeError) as e:
+    return f"unreadable integrity.json ({e})"
+  actual = _digests(step_dir)
+  for rel, digest in expected.items():
+    if rel not in actual:
+      return f"file {rel} is missing"
+    if actual[rel] != digest:
+      return f"file {rel} does not match its digest"
+  extra = sorted(set(actual) - set(expected))
+  return f"unexpected file {extra[0]}" if extra else None
+
+
+def _shape_mismatch(expected: Any, actual: Any) -> str | None:
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected),
+                               jax.tree_util.tree_leaves(actual)):
+    if tuple(want.shape) != tuple(got.shape) or want.dtype != got.dtype:
+      return (f"{jax.tree_util.keystr(path)} is {got.dtype}{list(got.shape)} in the checkpoint, "
+              f"{want.dtype}{list(want.shape)} in the model")
+  return None
 
 
 class Checkpoints:
@@ -31,22 +84,51 @@ class Checkpoints:
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
   def save(self, step: int, state: Any) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._manager.wait_until_finished()
+    step_dir = self._step_dir(step)
+    digests = _digests(step_dir)
+    tmp = os.path.join(step_dir, f".{INTEGRITY}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(digests, f, indent=1, sort_keys=True)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(step_dir, INTEGRITY))
+
+  def _set_aside(self, step: int, why: str) -> None:
+    bad = self.directory + ".bad"
+    os.makedirs(bad, exist_ok=True)
+    target = os.path.join(bad, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    logging.warning("checkpoint %s is damaged (%s); moved to %s, using an older one",
+                    self._step_dir(step), why, target)
+    shutil.move(self._step_dir(step), target)
+    self._manager.reload()
 
   def restore_latest(self, like: Any) -> tuple[int, Any] | None:
-    """(step, state) from the newest checkpoint that loads into the structure of `like`,
-    or None if there is none. A checkpoint that fails to load is reported and skipped."""
+    """(step, state) from the newest good checkpoint, loaded into the structure of `like`,
+    or None if there is none. Damaged checkpoints are reported and set aside."""
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    mismatch = None
     for step in reversed(self.steps()):
+      why = problem(self._step_dir(step))
+      if why is not None:
+        self._set_aside(step, why)
+        continue
       try:
-        return step, self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-      except Exception as e:  # orbax raises many types for unreadable or mismatched data
-        logging.warning("checkpoint %s/%d cannot be restored (%s: %s); trying an older one",
-                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
-    if self.steps():
-      raise CheckpointError(f"no checkpoint under {self.directory} matches this model config")
+        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # whole on disk, but another structure
+        mismatch = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        continue
+      mismatch = _shape_mismatch(abstract, state)  # orbax keeps stored shapes: check them
+      if mismatch is None:
+        return step, state
+    if mismatch:
+      raise CheckpointError(f"the checkpoints under {self.directory} do not fit this model "
+                            f"config ({mismatch})")
     return None
 
   def close(self) -> None:

@@ -6,10 +6,13 @@ a resumed run sees the same data as an uninterrupted one) and `evaluate(params) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,17 +39,45 @@ class TrainConfig:
   checkpoint_every: int = 1000
 
   def __post_init__(self):
-    for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-    if self.warmup_steps < 0 or self.weight_decay < 0 or not self.grad_clip > 0:
-      raise ValueError("warmup_steps and weight_decay must be >= 0 and grad_clip > 0")
+    for name, most in (("steps", 10**9), ("batch_size", 1 << 20), ("log_every", 10**9),
+                       ("eval_every", 10**9), ("checkpoint_every", 10**9)):
+      if not 1 <= getattr(self, name) <= most:
+        raise ValueError(f"{name} must be in 1..{most}, got {getattr(self, name)}")
+    finite = all(math.isfinite(v) for v in (self.learning_rate, self.weight_decay, self.grad_clip))
+    if not (finite and self.learning_rate > 0 and self.grad_clip > 0 and self.weight_decay >= 0):
+      raise ValueError("learning_rate and grad_clip must be finite and > 0, weight_decay >= 0")
+    if not 0 <= self.seed < 2**32:
+      raise ValueError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
+    if not 0 <= self.warmup_steps <= 10**9:
+      raise ValueError(f"warmup_steps must be in 0..{10**9}, got {self.warmup_steps}")
 
 
 class TrainingError(Exception):
   pass
+
+
+class Preempted(Exception):
+  """SIGTERM arrived (what a TPU VM preemption sends); a checkpoint was saved first."""
+
+
+def _forget_after(metrics_path: str, step: int) -> None:
+  """Drops logged rows past `step`: a resumed run logs those steps again."""
+  if not os.path.exists(metrics_path):
+    return
+  with open(metrics_path, encoding="utf-8") as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        keep.append(line)
+    except (json.JSONDecodeError, KeyError, TypeError):
+      pass  # a line cut short by a kill
+  if len(keep) != len(lines):
+    tmp = metrics_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(keep)
+    os.replace(tmp, metrics_path)
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -79,12 +110,29 @@ def make_train_step(model_cfg: transformer.ModelConfig, tx: optax.GradientTransf
   return train_step
 
 
+@contextlib.contextmanager
+def _sigterm_flag():
+  """A list that becomes non-empty when SIGTERM arrives (handler installed on the main
+  thread only; elsewhere SIGTERM keeps its default action)."""
+  flag: list[bool] = []
+  main = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, lambda *_: flag.append(True)) if main else None
+  try:
+    yield flag
+  finally:
+    if main:
+      signal.signal(signal.SIGTERM, previous)
+
+
 def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pad_id: int,
           batches: Callable[[int], dict], evaluate: Callable[[Any], dict],
           log: Callable[[str], None] = print,
           stop: Callable[[dict], bool] = lambda row: False) -> Any:
   """Trains to `cfg.steps` (or until `stop(row)` holds for a logged row), resuming from the
-  newest checkpoint in `run_dir`; returns the params."""
+  newest good checkpoint in `run_dir`; returns the params.
+
+  Batch `step` is `batches(step)` and the state is restored exactly, so a run killed at any
+  moment and rerun ends with the same parameters as one never interrupted."""
   tx = optimizer(cfg)
   params = transformer.init_params(model_cfg, cfg.seed)
   state = {"params": params, "opt_state": tx.init(params)}
@@ -96,38 +144,46 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
     log(f"resumed from step {start}")
   train_step = make_train_step(model_cfg, tx, pad_id)
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
+  _forget_after(metrics_path, start)
 
   def record(row: dict) -> None:
     with open(metrics_path, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")
 
   tokens, losses, clock = 0, [], time.perf_counter()
-  for step in range(start, cfg.steps):
-    batch = batches(step)
-    state, loss = train_step(state, batch["inputs"], batch["targets"])
-    losses.append(loss)  # stays on the device: no sync until the step is logged
-    tokens += int((batch["targets"] != pad_id).sum())
-    done = step + 1
-    stopping = False
-    saving = done % cfg.checkpoint_every == 0 or done == cfg.steps
-    if saving or done % cfg.log_every == 0:  # a checkpoint is only saved after a NaN check
-      loss = float(jnp.mean(jnp.stack(losses)))  # mean over the steps since the last log
-      if not math.isfinite(loss):
-        raise TrainingError(f"loss became {loss} at step {done}; the last good checkpoint "
-                            f"is kept in {ckpt.directory}")
-      elapsed = time.perf_counter() - clock
-      row = {"step": done, "loss": round(loss, 5), "tokens_per_s": round(tokens / elapsed)}
-      if done % cfg.eval_every == 0 or done == cfg.steps:
-        row.update(evaluate(state["params"]))
-      record(row)
-      log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in row.items()))
-      tokens, losses, clock = 0, [], time.perf_counter()
-      stopping = stop(row)
-    if stopping or saving:
-      ckpt.save(done, state)
-    if stopping:
-      break
+  with _sigterm_flag() as term:
+    for step in range(start, cfg.steps):
+      batch = batches(step)
+      state, loss = train_step(state, batch["inputs"], batch["targets"])
+      losses.append(loss)  # stays on the device: no sync until the step is logged
+      tokens += int((batch["targets"] != pad_id).sum())
+      done = step + 1
+      stopping = False
+      preempted = bool(term)  # one reading per step: a later SIGTERM is seen next step
+      saving = done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted
+      if saving or done % cfg.log_every == 0:  # a checkpoint is only saved after a NaN check
+        loss = float(jnp.mean(jnp.stack(losses)))  # mean over the steps since the last log
+        if not math.isfinite(loss):
+          ckpt.close()
+          raise TrainingError(f"loss became {loss} by step {done}; the last good checkpoint "
+                              f"is kept in {ckpt.directory}")
+        elapsed = time.perf_counter() - clock
+        row = {"step": done, "loss": round(loss, 5), "tokens_per_s": round(tokens / elapsed)}
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+          row.update(evaluate(state["params"]))
+        record(row)
+        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in row.items()))
+        tokens, losses, clock = 0, [], time.perf_counter()
+        stopping = stop(row)
+      if stopping or saving:
+        ckpt.save(done, state)
+      if preempted:
+        ckpt.close()
+        raise Preempted(f"stopped by SIGTERM after step {done}; its checkpoint is saved: "
+                        "rerun the same command to resume")
+      if stopping:
+        break
   ckpt.close()
   return jax.tree_util.tree_map(np.asarray, state["params"])
 

@@ -44,8 +44,8 @@ class ModelConfig:
 
   def __post_init__(self):
     for name in ("vocab_size", "seq_len", "n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+      if not 1 <= getattr(self, name) <= 1 << 16:
+        raise ValueError(f"{name} must be in 1..{1 << 16}, got {getattr(self, name)}")
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: float32, bfloat16")
 

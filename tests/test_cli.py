@@ -96,9 +96,9 @@ def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
     ("evaluate.py", ["--splits=iid,nope"], "unknown split 'nope'"),
     ("train.py", ["--depth=0"], "depth must be in 1..14"),
     ("train.py", ["--task=nope"], "unknown task 'nope'; choose one of: dyck"),
-    ("train.py", ["--steps=-3"], "steps must be >= 1"),
+    ("train.py", ["--steps=-3"], "steps must be in 1..1000000000, got -3"),
     ("train.py", ["--bogus=1"], "unrecognized arguments"),
-    ("train.py", ["--short_length=2", "--workdir=runs/never"], "found only 0 of 24"),
+    ("train.py", ["--short_length=4", "--workdir=runs/never"], "found only 0 of 24"),
     ("train.py", ["--workdir=/proc/forbidden"], "cannot write to"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, script, args, needle):
@@ -131,3 +131,41 @@ def test_evaluate_rejects_malformed_runs(trained, tmp_path):
   result = run(os.path.join(ROOT, "evaluate.py"), f"--run={tmp_path}", cwd=cwd)
   assert result.returncode == 2 and "cannot read" in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+HOSTILE = [
+    ["--depth=-3"], ["--depth=99999999999999999999999"], ["--types=0"], ["--types=10000000"],
+    ["--steps=1e9"], ["--steps=-1"], ["--batch_size=0"], ["--batch_size=123456789012"],
+    ["--learning_rate=nan"], ["--learning_rate=inf"], ["--learning_rate=-1"],
+    ["--d_model=0"], ["--d_model=100000000"], ["--seed=-1"], ["--data_seed=-5"],
+    ["--n_train=0"], ["--n_test=1000000000"], ["--ood_depth_cap=1000000000"],
+    ["--short_length=-7"], ["--dtype=float64"], ["--task=dÿck"], ["--task=" + "x" * 5000],
+    ["--workdir=/proc/1/nope"], ["--data_dir=/dev/null/tfds"], ["--max_length=∞"],
+    ["--log_every=0"], ["--warmup_steps=-1"], ["positional"], ["--depth"],
+]
+
+
+@pytest.mark.parametrize("args", HOSTILE, ids=lambda a: a[0][:30])
+def test_hostile_train_arguments(args, tmp_path):
+  result = run(os.path.join(ROOT, "train.py"), *TINY_DATA, *args, cwd=tmp_path)
+  assert result.returncode == 2, (result.stdout[-500:], result.stderr[-500:])
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "runs" / "dyck-k4-m4-s0" / "config.json")
+
+
+@pytest.mark.parametrize("args", [
+    ["--rank=-1"], ["--rank=1,,x"], ["--rank=99999999999999999999"], ["--head=7"],
+    ["--layer=-99"], ["--n_fit=0"], ["--n_fit=10000000"], ["--batch_size=-4"],
+    ["--scoring=best"], ["--sites=q,zz"], ["--proxy=ｓｖｄ"], ["--out=/proc/1/nope/x.json"],
+    ["--splits="],
+], ids=lambda a: a[0][:30])
+def test_hostile_evaluate_arguments(trained, args):
+  cwd, run_dir = trained
+  before = sorted(os.listdir(run_dir / "eval")) if (run_dir / "eval").exists() else []
+  result = run(os.path.join(ROOT, "evaluate.py"), *args, cwd=cwd)
+  assert result.returncode == 2, (result.stdout[-500:], result.stderr[-500:])
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  after = sorted(os.listdir(run_dir / "eval")) if (run_dir / "eval").exists() else []
+  assert before == after
