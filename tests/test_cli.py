@@ -169,3 +169,19 @@ def test_hostile_evaluate_arguments(trained, args):
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
   after = sorted(os.listdir(run_dir / "eval")) if (run_dir / "eval").exists() else []
   assert before == after
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(trained, tmp_path):
+  cwd, run_dir = trained
+  config = json.loads((run_dir / "config.json").read_text())
+  config["model"]["d_mlp"] = 48  # same run, but the config now describes another model
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "config.json").write_text(json.dumps(config))
+  os.symlink(run_dir / "checkpoints", other / "checkpoints")
+  result = run(os.path.join(ROOT, "evaluate.py"), f"--run={other}", cwd=cwd)
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "do not fit this model config" in lines[0]
+  assert "['mlp_in']['bias'] is float32[32] in the checkpoint, float32[48] in the model" \
+      in lines[0], lines[0]
