@@ -302,7 +302,6 @@ def read_text(path: str, vocab: Vocab) -> list[np.ndarray]:
 
 def main(argv: Sequence[str] | None = None) -> None:
   """python -m data.dyck --split=unseen_depth --n=5 [--depth=10 --types=20 ...]"""
-  import argparse
   import os
   import sys
 

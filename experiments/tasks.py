@@ -7,11 +7,9 @@ that judges a prediction. The code-completion task will sit beside `DyckTask`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data import dyck, dyck_batch, dyck_tfds

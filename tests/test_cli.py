@@ -2,24 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from data import dyck
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_DATA = ["--types=4", "--depth=4", "--max_length=30", "--n_train=400", "--n_test=24",
-             "--short_length=14", "--ood_depth_cap=8"]
-TINY_MODEL = ["--d_model=16", "--d_head=8", "--d_mlp=32", "--steps=30", "--log_every=10",
-              "--eval_every=10", "--checkpoint_every=10", "--batch_size=16"]
+from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
 
-
-def run(*args, cwd):
-  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=600)
+TINY_MODEL = [*MODEL_FLAGS, "--steps=30", "--log_every=10", "--eval_every=10",
+              "--checkpoint_every=10", "--batch_size=16"]
 
 
 @pytest.fixture(scope="module")

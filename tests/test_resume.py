@@ -13,31 +13,26 @@ import jax
 import numpy as np
 import pytest
 
-from data import dyck
 from experiments import tasks
 from models import checkpoints, training
+from tests import tiny
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = ["--types=4", "--depth=4", "--max_length=30", "--n_train=400", "--n_test=24",
-        "--short_length=14", "--ood_depth_cap=8"]
-MODEL = ["--d_model=16", "--d_head=8", "--d_mlp=32", "--batch_size=16", "--log_every=5",
-         "--eval_every=40", "--checkpoint_every=5"]
+MODEL = [*tiny.MODEL_FLAGS, "--batch_size=16", "--log_every=5", "--eval_every=40",
+         "--checkpoint_every=5"]
 STEPS = 120
 
 
 def train_cmd(workdir, data_dir, steps=STEPS):
-  return [sys.executable, os.path.join(ROOT, "train.py"), *DATA, *MODEL, f"--steps={steps}",
-          f"--workdir={workdir}", f"--data_dir={data_dir}"]
+  return [sys.executable, os.path.join(tiny.ROOT, "train.py"), *tiny.DATA_FLAGS, *MODEL,
+          f"--steps={steps}", f"--workdir={workdir}", f"--data_dir={data_dir}"]
 
 
-def env():
-  return {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+env = tiny.env
 
 
 def final_params(run_dir):
-  task = tasks.DyckTask(dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400,
-                                        n_test=24, short_length=14, ood_depth_cap=8), "unused")
-  model_cfg = task.model_config(d_model=16, d_head=8, d_mlp=32)
+  task = tasks.DyckTask(tiny.DATA, "unused")
+  model_cfg = task.model_config(**tiny.MODEL)
   cfg = training.TrainConfig(steps=STEPS, batch_size=16, log_every=5, eval_every=40,
                              checkpoint_every=5)
   return training.restore_params(str(run_dir), model_cfg, cfg)
@@ -159,10 +154,8 @@ def test_sigterm_saves_a_checkpoint_before_exit(reference, tmp_path):
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path):
-  task = tasks.DyckTask(dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400,
-                                        n_test=24, short_length=14, ood_depth_cap=8),
-                        str(tmp_path / "tfds"))
-  model_cfg = task.model_config(d_model=16, d_head=8, d_mlp=32)
+  task = tasks.DyckTask(tiny.DATA, str(tmp_path / "tfds"))
+  model_cfg = task.model_config(**tiny.MODEL)
   good = training.TrainConfig(steps=10, batch_size=8, log_every=5, checkpoint_every=5)
   batches = task.train_batches(8, 0)
   training.train(model_cfg, good, str(tmp_path), task.pad_id, batches, lambda p: {},
