@@ -1,0 +1,1 @@
+"""The Transformer, its training loop and its checkpoints."""

@@ -1,0 +1,1 @@
+"""Test helpers and tests; run with `python -m pytest`."""
