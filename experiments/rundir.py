@@ -14,29 +14,16 @@ import csv
 import io
 import json
 import os
-import tempfile
 
 from experiments.cli import UsageError
+from models import atomic
 
 RUNS_ROOT = "runs"
 CONFIG = "config.json"
 
 
-def write_atomic(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def write_json(path: str, obj) -> None:
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+  atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
@@ -45,7 +32,7 @@ def write_csv(path: str, rows: list[dict]) -> None:
   writer = csv.DictWriter(buffer, fieldnames=columns)
   writer.writeheader()
   writer.writerows(rows)
-  write_atomic(path, buffer.getvalue())
+  atomic.write_text(path, buffer.getvalue())
 
 
 def read_config(run_dir: str) -> dict:

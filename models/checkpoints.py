@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from models import atomic
+
 INTEGRITY = "integrity.json"
 
 
@@ -37,7 +39,7 @@ def _digests(step_dir: str) -> dict[str, str]:
     for name in files:
       path = os.path.join(root, name)
       rel = os.path.relpath(path, step_dir)
-      if rel in (INTEGRITY, f".{INTEGRITY}.tmp"):
+      if rel == INTEGRITY or name.startswith(atomic.TMP_PREFIX):
         continue
       with open(path, "rb") as f:
         out[rel] = hashlib.sha256(f.read()).hexdigest()
@@ -102,13 +104,8 @@ class Checkpoints:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._manager.wait_until_finished()
     step_dir = self._step_dir(step)
-    digests = _digests(step_dir)
-    tmp = os.path.join(step_dir, f".{INTEGRITY}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(digests, f, indent=1, sort_keys=True)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(step_dir, INTEGRITY))
+    atomic.write_text(os.path.join(step_dir, INTEGRITY),
+                      json.dumps(_digests(step_dir), indent=1, sort_keys=True))
 
   def _set_aside(self, step: int, why: str) -> None:
     bad = self.directory + ".bad"

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from models import checkpoints, transformer
+from models import atomic, checkpoints, transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,18 +66,16 @@ def _forget_after(metrics_path: str, step: int) -> None:
     return
   with open(metrics_path, encoding="utf-8") as f:
     lines = f.readlines()
-  keep = []
-  for line in lines:
+  def logged_step(line: str) -> float:
     try:
-      if json.loads(line)["step"] <= step:
-        keep.append(line)
+      value = json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):
-      pass  # a line cut short by a kill
+      return math.inf  # a line cut short by a kill: dropped with the rest
+    return value if isinstance(value, (int, float)) else math.inf
+
+  keep = [line for line in lines if logged_step(line) <= step]
   if len(keep) != len(lines):
-    tmp = metrics_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(keep)
-    os.replace(tmp, metrics_path)
+    atomic.write_text(metrics_path, "".join(keep))
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

@@ -1,0 +1,24 @@
+"""Whole-or-nothing file writes: write a temporary file beside the target, then rename it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+TMP_PREFIX = ".tmp-"
+
+
+def write_text(path: str, text: str) -> None:
+  """Replaces `path` with `text`; a reader (or a crash) never sees half a file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX, suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
