@@ -165,3 +165,12 @@ def capture(cfg: ModelConfig, params: Any, tokens_BxL: jax.Array, layer: int,
   block = state["intermediates"][f"block_{layer}"]
   scope = block if site == "resid_pre" else block["attention"]
   return scope[site][0]
+
+
+def head_weights(params: Any, layer: int, head: int) -> dict[str, jax.Array]:
+  """One head's projections: query, key, value [M, D] and out [D, M]."""
+  attention = params[f"block_{layer}"]["attention"]
+  return {"query": attention["query"]["kernel"][:, head],
+          "key": attention["key"]["kernel"][:, head],
+          "value": attention["value"]["kernel"][:, head],
+          "out": attention["out"]["kernel"][head]}

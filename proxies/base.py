@@ -1,8 +1,12 @@
 """What a proxy is: a serializable spec, a registry of kinds, and the fitted pytree.
 
-A proxy kind (see `svd.py`) has two pure functions:
-  fit(activations, values, options) -> arrays stacked along a leading sweep axis [P, ...]
+A proxy kind (`svd.py`, `kmeans.py`, `onehot.py`, `weight_svd.py`) has two pure functions:
+  fit(fit_inputs, values, options) -> arrays stacked along a leading sweep axis [P, ...]
   apply(arrays, site, x) -> x', one sweep entry, called inside the jitted forward pass.
+What `fit` reads is the kind's `fits_on`:
+  "activations" - {site: [N, D]}, the head's vectors at every position of training strings;
+  "weights"     - {"query": [M, D], "key": [M, D], ...}, the head's weights (data-independent);
+  "nothing"     - {} (the proxy has no parameters).
 A fitted `Proxy` is a pytree (the arrays) with static fields saying where it applies, so a
 whole sweep is one `Proxy` whose arrays carry a leading axis, and `jax.vmap` over it runs
 every setting in one compiled program.
@@ -28,7 +32,7 @@ class ProxyKind:
   fit: Callable[[Mapping[str, np.ndarray], Sequence[int], Mapping[str, Any]], dict]
   apply: Callable[[dict, str, jax.Array], jax.Array]
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # name -> default
-  needs_fit_data: bool = True
+  fits_on: str = "activations"  # or "weights" or "nothing"
 
 
 KINDS: dict[str, ProxyKind] = {}
@@ -80,14 +84,15 @@ class Proxy:
 
   @property
   def size(self) -> int:
-    """Number of settings along the sweep axis."""
-    return jax.tree_util.tree_leaves(self.arrays)[0].shape[0]
+    """Number of settings along the sweep axis (1 for a kind without parameters)."""
+    leaves = jax.tree_util.tree_leaves(self.arrays)
+    return leaves[0].shape[0] if leaves else 1
 
 
-def fit(spec: ProxySpec, activations: Mapping[str, np.ndarray]) -> Proxy:
-  """Fits every setting of `spec`; `activations[site]` is [N, D] (one head, N vectors)."""
+def fit(spec: ProxySpec, fit_inputs: Mapping[str, np.ndarray]) -> Proxy:
+  """Fits every setting of `spec` on what its kind `fits_on` (see the module docstring)."""
   kind = KINDS[spec.kind]
   options = {**kind.options, **dict(spec.options)}
-  arrays = kind.fit(activations, spec.values, options)
+  arrays = kind.fit(fit_inputs, spec.values, options)
   return Proxy(arrays=jax.tree_util.tree_map(np.asarray, arrays), kind=spec.kind,
                layer=spec.layer, head=spec.head, sites=spec.sites)

@@ -1,8 +1,9 @@
 """Faithfulness of a proxy sweep to the model, in one compiled program per batch shape.
 
 `FaithfulnessProgram` jits one function that runs the model once and every proxy setting
-of a sweep (vmapped over the stacked `Proxy`), and reduces what it needs to per-sequence
-sums. Work upstream of the simplified site does not depend on the proxy, so vmap leaves it
+of a sweep (vmapped over the stacked `Proxy`), and reduces what it needs to sums per
+sequence (for bootstrap intervals over strings) and per bucket of each group (depth,
+distance). Work upstream of the simplified site does not depend on the proxy, so vmap leaves it
 unbatched: it is computed once, not once per setting. Splits stream through in fixed-shape
 batches, so one compilation serves every split and memory does not grow with the split.
 """
@@ -19,17 +20,23 @@ import numpy as np
 from models import transformer
 from proxies import base, metrics
 
-# Per-sequence sums returned by the program; [B] for the model, [P, B] for the proxies.
+# Sums returned by the program; [B] (or per group [G]) for the model, [P, B] ([P, G]) for
+# the proxies. `both_wrong` counts scored positions where model and proxy both err.
 MODEL_SUMS = ("n_scored", "n_query", "correct_model")
-PROXY_SUMS = ("correct_proxy", "agree", "tv", "kl", "attention_jsd")
+PROXY_SUMS = ("correct_proxy", "agree", "both_wrong", "tv", "kl", "attention_jsd")
+SUMS = MODEL_SUMS + PROXY_SUMS
 
 
 class FaithfulnessProgram:
   """Model vs. every setting of one proxy sweep; `__call__` on one batch of arrays:
-  inputs, targets-aligned `gold`, `scored` (bool) - all [B, L]."""
+  `inputs`, targets-aligned `gold`, `scored` (bool), and one int array per group - all
+  [B, L]. A group (e.g. depth) buckets positions; `groups` maps its name to its number of
+  buckets, and positions whose bucket is outside 0..n-1 belong to none."""
 
-  def __init__(self, cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int):
+  def __init__(self, cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
+               groups: Mapping[str, int] | None = None):
     model = transformer.Transformer(cfg)
+    self.groups = dict(groups or {})
 
     def run(params, inputs_BxL, proxy, layer, head):
       logits_BxLxV, state = model.apply({"params": params}, inputs_BxL, intervention=proxy,
@@ -37,56 +44,126 @@ class FaithfulnessProgram:
       pattern = state["intermediates"][f"block_{layer}"]["attention"]["pattern"][0]
       return logits_BxLxV, pattern[:, head]
 
-    def program(params, proxy: base.Proxy, inputs_BxL, gold_BxL, scored_BxL):
-      layer, head = proxy.layer, proxy.head
-      logits_BxLxV, pattern_BxLxL = run(params, inputs_BxL, None, layer, head)
-      logits_PxBxLxV, pattern_PxBxLxL = jax.vmap(
-          lambda p: run(params, inputs_BxL, p, layer, head))(proxy)
+    def run_sweep(params, inputs_BxL, proxy: base.Proxy):
+      if not jax.tree_util.tree_leaves(proxy):  # a kind without parameters: one setting
+        out = run(params, inputs_BxL, proxy, proxy.layer, proxy.head)
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+      return jax.vmap(lambda p: run(params, inputs_BxL, p, proxy.layer, proxy.head))(proxy)
+
+    def program(params, proxy: base.Proxy, inputs_BxL, gold_BxL, scored_BxL, groups):
+      logits_BxLxV, pattern_BxLxL = run(params, inputs_BxL, None, proxy.layer, proxy.head)
+      logits_PxBxLxV, pattern_PxBxLxL = run_sweep(params, inputs_BxL, proxy)
 
       scored = scored_BxL.astype(jnp.float32)
       query = (inputs_BxL != pad_id).astype(jnp.float32)
       probs_BxLxV = jax.nn.softmax(logits_BxLxV)
       probs_PxBxLxV = jax.nn.softmax(logits_PxBxLxV)
+      correct_model = decision.correct(logits_BxLxV, gold_BxL)
+      correct_proxy = decision.correct(logits_PxBxLxV, gold_BxL)
       per_position = {
-          "correct_proxy": decision.correct(logits_PxBxLxV, gold_BxL) * scored,
+          "n_scored": scored,
+          "n_query": query,
+          "correct_model": correct_model * scored,
+          "correct_proxy": correct_proxy * scored,
           "agree": (decision.predict(logits_PxBxLxV) == decision.predict(logits_BxLxV)) * scored,
+          "both_wrong": (~correct_model & ~correct_proxy) * scored,
           "tv": metrics.total_variation(probs_BxLxV, probs_PxBxLxV) * scored,
           "kl": metrics.kl_divergence(probs_BxLxV, probs_PxBxLxV) * scored,
           "attention_jsd": metrics.js_divergence(pattern_BxLxL, pattern_PxBxLxL) * query,
       }
-      sums = {name: v.sum(-1) for name, v in per_position.items()}
-      sums["n_scored"] = scored.sum(-1)
-      sums["n_query"] = query.sum(-1)
-      sums["correct_model"] = (decision.correct(logits_BxLxV, gold_BxL) * scored).sum(-1)
-      return sums
+      out = {"sequence": {name: v.sum(-1) for name, v in per_position.items()}}
+      for group, n_buckets in self.groups.items():
+        bucket_BxLxG = jax.nn.one_hot(groups[group], n_buckets)  # out of range: all zeros
+        out[group] = {name: jnp.einsum("...bl,blg->...g", v, bucket_BxLxG)
+                      for name, v in per_position.items()}
+      return out
 
     self._program = jax.jit(program)
 
   def __call__(self, params, proxy: base.Proxy, batch: Mapping[str, np.ndarray]) -> dict:
-    out = self._program(params, proxy, batch["inputs"], batch["gold"], batch["scored"])
+    groups = {g: batch[g] for g in self.groups}
+    out = self._program(params, proxy, batch["inputs"], batch["gold"], batch["scored"], groups)
     return jax.tree_util.tree_map(np.asarray, out)
+
+
+def derive(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Metrics from sums whose MODEL_SUMS have shape [...] and PROXY_SUMS [P, ...]; each
+  metric comes out [P, ...] (NaN where nothing was counted).
+
+  shared_errors: of the model's errors, the fraction the proxy makes too (a proxy that
+  explains the model's mistakes scores 1); error_overlap: the Jaccard index of the two
+  error sets (1 when model and proxy err on exactly the same positions)."""
+  s = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+  n, shape = s["n_scored"], s["agree"].shape
+  model_wrong, proxy_wrong = n - s["correct_model"], n - s["correct_proxy"]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return {
+        "accuracy_model": np.broadcast_to(s["correct_model"] / n, shape),
+        "accuracy_proxy": s["correct_proxy"] / n,
+        "agreement": s["agree"] / n,
+        "attention_jsd": s["attention_jsd"] / s["n_query"],
+        "tv": s["tv"] / n,
+        "kl": s["kl"] / n,
+        "shared_errors": s["both_wrong"] / model_wrong,
+        "error_overlap": s["both_wrong"] / (model_wrong + proxy_wrong - s["both_wrong"]),
+        "n": np.broadcast_to(n, shape),
+    }
+
+
+def _rows(metrics_: dict[str, np.ndarray], index) -> dict:
+  """One plain dict of metrics (floats, NaN as None so JSON stays JSON; n as int)."""
+  row = {}
+  for name, values in metrics_.items():
+    v = float(values[index])
+    row[name] = int(v) if name == "n" else (None if np.isnan(v) else v)
+  return row
+
+
+BOOTSTRAP_METRICS = ("agreement", "accuracy_proxy", "accuracy_model", "attention_jsd")
 
 
 @dataclasses.dataclass
 class SplitResult:
-  """Per-sequence sums for one split: MODEL_SUMS [N], PROXY_SUMS [P, N]."""
+  """Sums for one split: `sequence` per string (MODEL_SUMS [N], PROXY_SUMS [P, N]) and, per
+  group, per bucket (MODEL_SUMS [G], PROXY_SUMS [P, G])."""
 
-  sums: dict[str, np.ndarray]
+  sequence: dict[str, np.ndarray]
+  groups: dict[str, dict[str, np.ndarray]]
+
+  @property
+  def size(self) -> int:
+    return self.sequence["agree"].shape[0]
 
   def summary(self) -> list[dict]:
     """One dict of metrics per sweep entry."""
-    s = {k: v.astype(np.float64).sum(-1) for k, v in self.sums.items()}
-    n, q = s["n_scored"], s["n_query"]
-    ratio = lambda a, b: float(a / b) if b else float("nan")
-    return [{
-        "accuracy_model": ratio(s["correct_model"], n),
-        "accuracy_proxy": ratio(s["correct_proxy"][p], n),
-        "agreement": ratio(s["agree"][p], n),
-        "attention_jsd": ratio(s["attention_jsd"][p], q),
-        "tv": ratio(s["tv"][p], n),
-        "kl": ratio(s["kl"][p], n),
-        "n": int(n),
-    } for p in range(s["agree"].shape[0])]
+    m = derive({k: v.sum(-1) for k, v in self.sequence.items()})
+    return [_rows(m, p) for p in range(self.size)]
+
+  def by_group(self, group: str) -> list[list[dict]]:
+    """[sweep entry][bucket] -> dict of metrics."""
+    m = derive(self.groups[group])
+    n_buckets = m["agreement"].shape[-1]
+    return [[_rows(m, (p, g)) for g in range(n_buckets)] for p in range(self.size)]
+
+  def bootstrap(self, n_resamples: int = 1000, seed: int = 0,
+                level: float = 0.95) -> list[dict]:
+    """Percentile intervals over strings resampled with replacement, per sweep entry:
+    {'<metric>_lo': ..., '<metric>_hi': ...} for BOOTSTRAP_METRICS."""
+    n = self.sequence["n_scored"].shape[-1]
+    if n == 0:
+      return [{} for _ in range(self.size)]
+    rng = np.random.default_rng(seed)
+    counts_RxN = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+    m = derive({k: v.astype(np.float64) @ counts_RxN.T for k, v in self.sequence.items()})
+    tail = 100 * (1 - level) / 2
+    out = [{} for _ in range(self.size)]
+    for name in BOOTSTRAP_METRICS:
+      with np.errstate(invalid="ignore"):
+        lo_P, hi_P = np.nanpercentile(m[name], [tail, 100 - tail], axis=-1)
+      for p in range(self.size):
+        out[p][f"{name}_lo"] = None if np.isnan(lo_P[p]) else float(lo_P[p])
+        out[p][f"{name}_hi"] = None if np.isnan(hi_P[p]) else float(hi_P[p])
+    return out
 
 
 def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
@@ -109,14 +186,18 @@ def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
 
 def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
              arrays: Mapping[str, np.ndarray], batch_size: int, pad_id: int) -> SplitResult:
-  """Streams one split (`inputs`, `gold`, `scored`, each [N, L]) through the program."""
-  fill = {"inputs": pad_id, "gold": -1, "scored": False}
-  parts: dict[str, list[np.ndarray]] = {k: [] for k in MODEL_SUMS + PROXY_SUMS}
+  """Streams one split (`inputs`, `gold`, `scored` and the program's groups, each [N, L])
+  through the program in fixed-shape batches; memory holds one batch and the sums."""
+  fill = {"inputs": pad_id, "gold": -1, "scored": False, **{g: -1 for g in program.groups}}
+  sequence: dict[str, list[np.ndarray]] = {k: [] for k in SUMS}
+  groups = {g: {k: 0.0 for k in SUMS} for g in program.groups}
   for batch, real in fixed_batches(arrays, batch_size, fill):
     out = program(params, proxy, batch)
-    for k in parts:
-      parts[k].append(out[k][..., :real])
-  return SplitResult({k: np.concatenate(v, axis=-1) for k, v in parts.items()})
+    for k in SUMS:
+      sequence[k].append(out["sequence"][k][..., :real])
+      for g in program.groups:
+        groups[g][k] = groups[g][k] + out[g][k].astype(np.float64)
+  return SplitResult({k: np.concatenate(v, axis=-1) for k, v in sequence.items()}, groups)
 
 
 def collect_activations(cfg: transformer.ModelConfig, params, inputs_NxL: np.ndarray,

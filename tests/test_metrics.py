@@ -43,20 +43,60 @@ def test_decision_argmax_over_a_slice_and_yao_threshold():
   assert yao.correct(logits, jnp.array([-1, -1])).tolist() == [False, False]
 
 
-def test_split_summary_divides_sums_by_counts():
+def split_result():
+  """Two proxy settings over two strings, each string with 2 scored positions."""
   sums = {
       "n_scored": np.array([2.0, 2.0]), "n_query": np.array([4.0, 6.0]),
       "correct_model": np.array([2.0, 1.0]),
       "correct_proxy": np.array([[1.0, 1.0], [2.0, 1.0]]),
       "agree": np.array([[1.0, 0.0], [2.0, 2.0]]),
+      "both_wrong": np.array([[0.0, 0.0], [0.0, 1.0]]),
       "tv": np.array([[0.5, 0.5], [0.0, 0.0]]),
       "kl": np.array([[1.0, 0.0], [0.0, 0.0]]),
       "attention_jsd": np.array([[1.0, 1.0], [0.0, 0.0]]),
   }
-  rows = faithfulness.SplitResult(sums).summary()
+  return faithfulness.SplitResult(sums, {})
+
+
+def test_split_summary_divides_sums_by_counts():
+  rows = split_result().summary()
+  # Setting 0 errs on 2 positions, the model on 1 other: no error in common.
   assert rows[0] == {"accuracy_model": 0.75, "accuracy_proxy": 0.5, "agreement": 0.25,
-                     "attention_jsd": 0.2, "tv": 0.25, "kl": 0.25, "n": 4}
+                     "attention_jsd": 0.2, "tv": 0.25, "kl": 0.25, "shared_errors": 0.0,
+                     "error_overlap": 0.0, "n": 4}
+  # Setting 1 errs exactly where the model errs.
   assert rows[1]["agreement"] == 1.0 and rows[1]["accuracy_proxy"] == 0.75
+  assert rows[1]["shared_errors"] == 1.0 and rows[1]["error_overlap"] == 1.0
+
+
+def test_metrics_of_an_empty_bucket_are_none_not_nan():
+  empty = {k: np.zeros((1, 3)) if k in faithfulness.PROXY_SUMS else np.zeros(3)
+           for k in faithfulness.SUMS}
+  rows = faithfulness.SplitResult({k: v[..., :1] for k, v in empty.items()},
+                                  {"depth": empty}).by_group("depth")
+  assert len(rows) == 1 and len(rows[0]) == 3
+  assert rows[0][0]["agreement"] is None and rows[0][0]["n"] == 0
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_strings():
+  rng = np.random.default_rng(0)
+
+  def result(n):
+    agree = (rng.random(n) < 0.7).astype(float) * 4
+    sums = {"n_scored": np.full(n, 4.0), "n_query": np.full(n, 8.0),
+            "correct_model": np.full(n, 4.0), "correct_proxy": agree[None],
+            "agree": agree[None], "both_wrong": np.zeros((1, n)), "tv": np.zeros((1, n)),
+            "kl": np.zeros((1, n)), "attention_jsd": np.zeros((1, n))}
+    return faithfulness.SplitResult(sums, {})
+
+  small, large = result(100), result(2000)
+  for r in (small, large):
+    ci, estimate = r.bootstrap(n_resamples=500, seed=0)[0], r.summary()[0]["agreement"]
+    assert ci["agreement_lo"] < estimate < ci["agreement_hi"]
+  width = lambda r: r.bootstrap(500, 0)[0]["agreement_hi"] - r.bootstrap(500, 0)[0]["agreement_lo"]
+  assert width(large) < width(small) / 2  # ~ 1 / sqrt(n)
+  assert small.bootstrap(500, 1) != small.bootstrap(500, 2)  # the seed seeds
+  assert small.bootstrap(500, 1) == small.bootstrap(500, 1)
 
 
 def test_fixed_batches_pad_the_last_batch():

@@ -110,7 +110,7 @@ def test_work_upstream_of_the_site_is_done_once(params, inputs):
     program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
     batch = arrays_for(inputs[:8])
     lowered = program._program.lower(params, proxy, batch["inputs"], batch["gold"],
-                                     batch["scored"])
+                                     batch["scored"], {})
     return lowered.compile().cost_analysis()["flops"]
 
   per_setting_layer0 = flops(0, 5) - flops(0, 1)
