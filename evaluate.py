@@ -2,9 +2,14 @@
 
   python evaluate.py --proxy=svd --rank=4
   python evaluate.py --proxy=svd --rank=1,2,4,8,16 --layer=0 --out=svd.json
+  python evaluate.py --proxy=kmeans --k=2,4,8,16,32
+  python evaluate.py --proxy=onehot
+  python evaluate.py --proxy=weight_svd --rank=4
 
-Uses the latest run under runs/ (or --run=DIR). The whole sweep (every rank) and the model
-run in one compiled program; the table is printed and written to <run>/eval/ as JSON and CSV.
+Uses the latest run under runs/ (or --run=DIR). The whole sweep (every rank or K) and the
+model run in one compiled program. The table is printed and written to <run>/eval/ as JSON
+and CSV, with 95 % bootstrap intervals over strings; metrics per depth and per distance
+bucket go beside it (<name>_by_group.json/.csv).
 """
 
 from __future__ import annotations
@@ -13,16 +18,13 @@ import argparse
 import os
 from collections.abc import Sequence
 
-import jax
-
 import proxies
 from data import dyck, dyck_batch
-from experiments import cli, rundir, tasks
+from experiments import cli, evaluation, rundir, tasks
 from models import checkpoints, training, transformer
-from proxies import faithfulness
 
-COLUMNS = ("split", "proxy", "rank", "accuracy_model", "accuracy_proxy", "agreement",
-           "attention_jsd", "tv", "kl", "n")
+COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "accuracy_proxy", "agreement",
+           "attention_jsd", "tv", "kl", "shared_errors", "n")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -30,14 +32,21 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--run", default=None, help="run directory (default: the latest under runs/)")
   parser.add_argument("--proxy", default="svd", help=f"one of: {', '.join(proxies.KINDS)}")
   parser.add_argument("--rank", type=cli.int_list, default=[4],
-                      help="rank(s) to keep, e.g. 4 or 1,2,4,8 (one compiled sweep)")
+                      help="svd, weight_svd: rank(s) to keep, e.g. 4 or 1,2,4,8 (one compiled sweep)")
+  parser.add_argument("--k", type=cli.int_list, default=[8],
+                      help="kmeans: number(s) of centroids, e.g. 2,4,8,16,32 (one compiled sweep)")
   parser.add_argument("--layer", type=int, default=-1, help="block of the head (default: last)")
   parser.add_argument("--head", type=int, default=0, help="head within the block (default: 0)")
   parser.add_argument("--sites", default=None,
-                      help="comma-separated sites to simplify (default: the kind's, q,k for svd)")
+                      help="comma-separated sites to simplify (default: the kind's; svd and "
+                      "kmeans: q,k, or any of q,k,v,resid_pre; onehot: pattern; weight_svd: q)")
   parser.add_argument("--centered", action="store_true", help="svd: subtract the mean (PCA)")
   parser.add_argument("--separate", action="store_true",
-                      help="svd: separate bases for each site instead of one joint basis")
+                      help="svd, kmeans: one basis / clustering per site instead of a joint one")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seeds the k-means initialization and the bootstrap (default: 0)")
+  parser.add_argument("--n_bootstrap", type=int, default=1000,
+                      help="bootstrap resamples of the strings for the intervals (default: 1000)")
   parser.add_argument("--n_fit", type=int, default=None,
                       help="training strings to fit on (default: 1000, or all if fewer)")
   parser.add_argument("--scoring", default="murty", help=f"one of: {', '.join(dyck_batch.SCORINGS)}")
@@ -57,18 +66,29 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train:
   sites = tuple(args.sites.split(",")) if args.sites else kind.sites
   for site in sites:
     cli.check_choice("site", site, kind.allowed_sites)
+  for flag in ("centered", "separate"):
+    if getattr(args, flag) and flag not in kind.options:
+      users = [k.name for k in proxies.KINDS.values() if flag in k.options]
+      raise cli.UsageError(f"--{flag} does not apply to {args.proxy}; it applies to: "
+                           f"{', '.join(users)}")
   width = model_cfg.d_model if "resid_pre" in sites else model_cfg.d_head
-  for rank in args.rank:
-    cli.check_range("rank", rank, 1, width, f" (the simplified vectors have {width} dimensions)")
+  if kind.sweep == "rank":
+    for rank in args.rank:
+      cli.check_range("rank", rank, 1, width, f" (the simplified vectors have {width} dimensions)")
+  for k in args.k:  # against the fitting set too, once it is collected
+    cli.check_range("k", k, 1, evaluation.MAX_K)
   if args.n_fit is None:
     args.n_fit = min(1000, n_train)
   cli.check_range("n_fit", args.n_fit, 1, n_train, " (the training split's size)")
   cli.check_range("batch_size", args.batch_size, 1, 1 << 16)
+  cli.check_range("seed", args.seed, 0, 2**32 - 1)
+  cli.check_range("n_bootstrap", args.n_bootstrap, 1, 100_000)
   cli.check_choice("scoring", args.scoring, dyck_batch.SCORINGS)
   for split in args.splits.split(","):
     cli.check_choice("split", split, dyck.TEST_SPLITS)
-  options = tuple((name, getattr(args, name)) for name in kind.options)
-  values = tuple(args.rank) if kind.sweep == "rank" else ()
+  options = tuple((name, args.seed if name == "seed" else getattr(args, name))
+                  for name in kind.options)
+  values = {"rank": tuple(args.rank), "k": tuple(args.k), None: ()}[kind.sweep]
   return proxies.ProxySpec(args.proxy, layer, args.head, sites, values, options)
 
 
@@ -79,18 +99,6 @@ def format_table(rows: list[dict]) -> str:
   lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
   lines += ["  ".join(cell(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
   return "\n".join(lines)
-
-
-class CompileCounter:
-  """Counts XLA compilations while active (jax.monitoring's backend-compile event)."""
-
-  def __init__(self):
-    self.count, self.active = 0, False
-    jax.monitoring.register_event_duration_secs_listener(self._on_event)
-
-  def _on_event(self, event: str, duration: float, **kwargs) -> None:
-    if self.active and event == "/jax/core/compile/backend_compile_duration":
-      self.count += 1
 
 
 def main(argv: Sequence[str]) -> None:
@@ -107,36 +115,25 @@ def main(argv: Sequence[str]) -> None:
   params = training.restore_params(run_dir, model_cfg, train_cfg)
   if params is None:
     raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
-  activations = faithfulness.collect_activations(
-      model_cfg, params, task.fit_inputs(args.n_fit), task.pad_id, spec.layer, spec.head,
-      spec.sites)
-  proxy = proxies.fit(spec, activations)
+  splits = args.splits.split(",")
+  fitted_on = {"activations": f"fitted on {args.n_fit} training strings",
+               "weights": "fitted on the head's weights", "nothing": "nothing to fit"}
   print(f"run {run_dir}: {args.proxy} on layer {spec.layer} head {spec.head} "
-        f"({'+'.join(spec.sites)}), fitted on {args.n_fit} training strings")
+        f"({'+'.join(spec.sites)}), {fitted_on[proxies.KINDS[args.proxy].fits_on]}")
+  result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
+                               scoring=args.scoring, n_fit=args.n_fit,
+                               batch_size=args.batch_size, seed=args.seed,
+                               n_bootstrap=args.n_bootstrap)
+  print(format_table(result.rows))
+  print(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
+        f"proxy setting(s) x {len(splits)} split(s)")
 
-  program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(args.scoring), task.pad_id)
-  counter = CompileCounter()
-  rows = []
-  for split in args.splits.split(","):
-    arrays = task.eval_arrays(split, args.scoring)
-    counter.active = True
-    result = faithfulness.evaluate(program, params, proxy, arrays, args.batch_size, task.pad_id)
-    counter.active = False
-    for label, summary in zip(spec.labels(), result.summary()):
-      rows.append({"split": split, **label, **summary, "scoring": args.scoring})
-  print(format_table(rows))
-  print(f"faithfulness program: {counter.count} compilation(s) for {proxy.size} proxy "
-        f"setting(s) x {len(args.splits.split(','))} split(s)")
-
-  name = "_".join([args.proxy, f"layer{spec.layer}", f"head{spec.head}", "+".join(spec.sites),
-                   "-".join(str(v) for v in spec.values)]
-                  + [option for option, on in spec.options if on])
-  rundir.write_json(os.path.join(eval_dir, f"{name}.json"), rows)
-  rundir.write_csv(os.path.join(eval_dir, f"{name}.csv"), rows)
+  stem = evaluation.file_stem(spec)
+  paths = evaluation.write(result, eval_dir, stem)
   if args.out:
-    rundir.write_json(args.out, rows)
-  print(f"wrote {eval_dir}/{name}.json and .csv" + (f" and {args.out}" if args.out else ""))
-
+    rundir.write_json(args.out, result.rows)
+  print(f"wrote {paths[0]} (and .csv, {stem}_by_group.json/.csv)"
+        + (f" and {args.out}" if args.out else ""))
 
 if __name__ == "__main__":
   cli.run_main(main, bad_input=(checkpoints.CheckpointError,))

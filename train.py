@@ -10,12 +10,11 @@ runs/<task>-k<types>-m<depth>-s<seed>) gets config.json, metrics.jsonl and check
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from collections.abc import Sequence
 
 from data import dyck
-from experiments import cli, rundir, tasks
+from experiments import cli, rundir, tasks, training_run
 from models import checkpoints, training, transformer
 
 
@@ -41,23 +40,12 @@ def main(argv: Sequence[str]) -> None:
   task = tasks.DyckTask(data_cfg, args.data_dir)
   model_cfg = cli.from_flags(transformer.ModelConfig, args, vocab_size=task.vocab.size,
                              seq_len=task.seq_len)
-  run_dir = args.workdir or os.path.join(
-      rundir.RUNS_ROOT, f"{task.name}-k{data_cfg.n_types}-m{data_cfg.max_depth}-s{train_cfg.seed}")
+  run_dir = args.workdir or training_run.default_run_dir(task, train_cfg)
   cli.ensure_writable(run_dir)
   cli.ensure_writable(args.data_dir)
-  iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
-  rundir.claim(run_dir, {"task": task.name, "data_dir": args.data_dir,
-                         "data": dataclasses.asdict(data_cfg),
-                         "model": dataclasses.asdict(model_cfg),
-                         "train": dataclasses.asdict(train_cfg)})
-  print(f"run directory: {run_dir}")
-  accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
-  params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,
-                          task.train_batches(train_cfg.batch_size, train_cfg.seed),
-                          lambda p: {"iid_accuracy": accuracy(p, iid)})
-  print(f"done: iid accuracy {accuracy(params, iid):.4f} (Murty positions); "
+  _, accuracy = training_run.train(task, model_cfg, train_cfg, run_dir)
+  print(f"done: iid accuracy {accuracy:.4f} (Murty positions); "
         f"evaluate with `python evaluate.py --run={run_dir}`")
-
 
 if __name__ == "__main__":
   cli.run_main(main, bad_input=(checkpoints.CheckpointError,),

@@ -2,7 +2,9 @@
 
 A task provides its vocabulary, a model config, training batches as a function of the step,
 and per-split evaluation arrays (`inputs`, `gold`, `scored`, all [N, L]) with the `Decision`
-that judges a prediction. The code-completion task will sit beside `DyckTask`.
+that judges a prediction, plus its groups: integer buckets per position (for Dyck, the
+depth and the distance bucket) that metrics are also reported by. The code-completion task
+will sit beside `DyckTask`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from models import training, transformer
 from proxies import faithfulness, metrics
 
 TASKS = ("dyck",)
+
+# Distance buckets: a close whose open is d tokens back falls in [edge_i, edge_i+1).
+DISTANCE_EDGES = (1, 5, 10, 20, 40, 80)
 
 
 class DyckTask:
@@ -56,11 +61,23 @@ class DyckTask:
     """Inputs of the first `n` training strings: what proxies are fitted on."""
     return dyck_batch.encode(self.data["train"][:n], self.vocab, self.seq_len).inputs
 
+  @functools.cached_property
+  def groups(self) -> dict[str, list[str]]:
+    """Group name -> bucket labels. depth: the stack depth when the target is predicted
+    (at a close, the depth of the open it matches, i.e. of the key the head must find);
+    distance: how far back that open is."""
+    depths = range(max(self.config.max_depth, self.config.ood_depth_cap) + 1)
+    edges = DISTANCE_EDGES
+    distances = [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+    return {"depth": [str(d) for d in depths], "distance": distances}
+
   @functools.cache
   def eval_arrays(self, split: str, scoring: str = "murty") -> dict[str, np.ndarray]:
+    """inputs, gold, scored, and one bucket index per group (-1: in no bucket), all [N, L]."""
     b = dyck_batch.encode(self.data[split], self.vocab, self.seq_len)
+    distance = np.searchsorted(DISTANCE_EDGES, b.distance, side="right").astype(np.int32) - 1
     return {"inputs": b.inputs, "gold": b.gold, "scored": b.scored(scoring, self.vocab.n_types),
-            "depth": b.depth, "distance": b.distance}
+            "depth": b.depth, "distance": distance}
 
   def decision(self, scoring: str = "murty") -> metrics.Decision:
     k = self.config.n_types

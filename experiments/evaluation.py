@@ -1,0 +1,114 @@
+"""Fit one proxy sweep on a trained run and measure it on every split: shared by
+evaluate.py and the reproduction.
+
+Rows are plain dicts: one per split x sweep setting (metrics with bootstrap intervals), and
+one per split x setting x group bucket (metrics by depth, by distance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+import proxies
+from experiments import cli, rundir
+from models import transformer
+from proxies import faithfulness
+
+MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart
+
+
+class CompileCounter:
+  """Counts XLA compilations while active (jax.monitoring's backend-compile event)."""
+
+  def __init__(self):
+    self.count, self.active = 0, False
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+  def _on_event(self, event: str, duration: float, **kwargs) -> None:
+    if self.active and event == "/jax/core/compile/backend_compile_duration":
+      self.count += 1
+
+
+def fit_proxy(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec,
+              n_fit: int) -> proxies.Proxy:
+  """Fits `spec` on what its kind needs: the head's vectors on the first `n_fit` training
+  strings, the head's weights, or nothing."""
+  kind = proxies.KINDS[spec.kind]
+  if kind.fits_on == "weights":
+    fit_inputs = jax.tree_util.tree_map(np.asarray,
+                                        transformer.head_weights(params, spec.layer, spec.head))
+  elif kind.fits_on == "activations":
+    fit_inputs = faithfulness.collect_activations(
+        model_cfg, params, task.fit_inputs(n_fit), task.pad_id, spec.layer, spec.head,
+        spec.sites)
+    if kind.sweep == "k":
+      n_vectors = min(len(v) for v in fit_inputs.values())
+      for k in spec.values:
+        cli.check_range("k", k, 1, min(n_vectors, MAX_K),
+                        f" ({n_vectors} vectors to cluster from {n_fit} strings)")
+  else:
+    fit_inputs = {}
+  return proxies.fit(spec, fit_inputs)
+
+
+@dataclasses.dataclass
+class Evaluation:
+  rows: list[dict]  # split x setting
+  group_rows: list[dict]  # split x setting x group bucket
+  compilations: int  # of the faithfulness program, over every split
+  settings: int
+
+
+def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec, *,
+             splits: Sequence[str], scoring: str = "murty", n_fit: int = 1000,
+             batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000) -> Evaluation:
+  proxy = fit_proxy(task, model_cfg, params, spec, n_fit)
+  groups = task.groups
+  program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,
+                                             {g: len(labels) for g, labels in groups.items()})
+  counter = CompileCounter()
+  rows, group_rows = [], []
+  for split in splits:
+    arrays = task.eval_arrays(split, scoring)
+    counter.active = True
+    result = faithfulness.evaluate(program, params, proxy, arrays, batch_size, task.pad_id)
+    counter.active = False
+    labels = [{"split": split, **label} for label in spec.labels()]
+    for label, summary, interval in zip(labels, result.summary(),
+                                        result.bootstrap(n_bootstrap, seed)):
+      rows.append({**label, **summary, **interval, "scoring": scoring, "n_fit": n_fit})
+    for group, bucket_labels in groups.items():
+      for label, buckets in zip(labels, result.by_group(group)):
+        group_rows += [{**label, "group": group, "bucket": bucket_labels[b], **buckets[b]}
+                       for b in range(len(bucket_labels))
+                       if buckets[b]["n"] or buckets[b]["attention_jsd"] is not None]
+  return Evaluation(rows, group_rows, counter.count, proxy.size)
+
+
+def file_stem(spec: proxies.ProxySpec) -> str:
+  """A name that tells sweeps apart: kind, layer, head, sites, values, non-default options."""
+  defaults = proxies.KINDS[spec.kind].options
+  parts = [spec.kind, f"layer{spec.layer}", f"head{spec.head}", "+".join(spec.sites)]
+  if spec.values:
+    parts.append("-".join(str(v) for v in spec.values))
+  for name, value in spec.options:
+    if value is True:
+      parts.append(name)
+    elif not isinstance(value, bool) and value != defaults.get(name):
+      parts.append(f"{name}{value}")
+  return "_".join(parts)
+
+
+def write(evaluation: Evaluation, eval_dir: str, stem: str) -> list[str]:
+  """Writes <stem>.json/.csv (rows) and <stem>_by_group.json/.csv; returns the paths."""
+  paths = []
+  for suffix, rows in (("", evaluation.rows), ("_by_group", evaluation.group_rows)):
+    for ext, writer in ((".json", rundir.write_json), (".csv", rundir.write_csv)):
+      paths.append(os.path.join(eval_dir, f"{stem}{suffix}{ext}"))
+      writer(paths[-1], rows)
+  return paths

@@ -1,0 +1,135 @@
+"""The reproduction's markdown report: tables of means with 95 % intervals over seeds."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+from experiments import aggregate
+
+FAMILIES = ("svd", "kmeans", "onehot", "weight_svd")
+
+
+def _fmt(interval: tuple[float, float, float], digits: int = 3) -> str:
+  mean, lo, hi = interval
+  if math.isnan(mean):
+    return "–"
+  if lo == hi:
+    return f"{mean:.{digits}f}"
+  return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def model_section(rows: list[dict], splits: Sequence[str]) -> list[str]:
+  # accuracy_model is the same for every setting of a seed; take one setting's rows.
+  first = aggregate.setting(rows[0])
+  mine = [r for r in rows if aggregate.setting(r) == first]
+  acc = aggregate.across_seeds(mine, lambda r: r["split"], "accuracy_model")
+  per_seed = aggregate.by_seed(mine, lambda r: r["split"], lambda r: r["accuracy_model"])
+  seeds = sorted({r["model_seed"] for r in mine})
+  body = [[split, _fmt(acc[split])] + [f"{per_seed[split][s]:.4f}" for s in seeds]
+          for split in splits]
+  return ["## The models", "",
+          "Accuracy at scored positions (closing brackets at distance ≥ 10), mean over seeds "
+          "with its 95 % interval, then each seed:", ""] + _table(
+              ["split", "accuracy"] + [f"seed {s}" for s in seeds], body) + [""]
+
+
+def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequence[int]
+                         ) -> list[str]:
+  ood = [s for s in splits if s != "iid"]
+  agreement = aggregate.across_seeds(rows, lambda r: (aggregate.setting(r), r["split"]),
+                                     "agreement")
+  jsd = aggregate.across_seeds(rows, lambda r: (aggregate.setting(r), r["split"]),
+                               "attention_jsd")
+  gap = aggregate.gaps(rows)
+  out = ["## Faithfulness: agreement in distribution and out of it", "",
+         "Agreement = fraction of scored positions where proxy and model predict the same "
+         "closing bracket. Each OOD cell: agreement, then the generalization gap "
+         "agreement(iid) − agreement(split) with its 95 % interval over seeds (positive: the "
+         "proxy is less faithful there than in distribution). Attention JSD on iid in the "
+         "last column.", ""]
+  for layer in layers:
+    settings = sorted({aggregate.setting(r) for r in rows if r["layer"] == layer},
+                      key=lambda s: (FAMILIES.index(s[0]), s[2] or 0))
+    body = []
+    for s in settings:
+      cells = [aggregate.setting_label(s), _fmt(agreement[(s, "iid")])]
+      cells += [f"{agreement[(s, split)][0]:.3f}; gap {_fmt(gap[(s, split)])}" for split in ood]
+      body.append(cells + [_fmt(jsd[(s, "iid")])])
+    out += [f"### Layer {layer} head 0 simplified", ""]
+    out += _table(["proxy", "iid agreement"] + ood + ["iid attention JSD"], body) + [""]
+  return out
+
+
+def estimation_section(rows: list[dict], pooled: list[dict], layers: Sequence[int],
+                       train_depth: int) -> list[str]:
+  """Under- or over-estimation of the model at unseen depth, per family's representative
+  setting: accuracy(proxy) − accuracy(model) on the unseen_depth split and on depths
+  beyond training pooled over splits."""
+  diff = aggregate.accuracy_differences(rows)
+  deeper = lambda r: int(r["bucket"]) > train_depth
+  out = ["## Which proxies under- or over-estimate the model at unseen depth", "",
+         "accuracy(proxy) − accuracy(model), mean [95 % interval] over seeds: on the "
+         f"unseen_depth split, and on closes deeper than the training depth {train_depth} "
+         "(all splits pooled). Below 0 the proxy fails where the model generalizes "
+         "(under-estimates it); above 0 it succeeds where the model fails (over-estimates "
+         "it). The representative setting of a family is its smallest rank / K whose iid "
+         "agreement reaches 0.9.", ""]
+  body = []
+  for layer in layers:
+    for family in FAMILIES:
+      s = aggregate.representative(rows, family, layer)
+      if s is None or (s, "unseen_depth") not in diff:
+        continue
+      deep = aggregate.pooled_interval(
+          pooled, s, deeper, lambda r: r["accuracy_proxy"] - r["accuracy_model"],
+          lambda r: r["n"])
+      body.append([f"layer {layer}", aggregate.setting_label(s),
+                   _fmt(diff[(s, "unseen_depth")]), _fmt(deep), aggregate.verdict(deep)])
+  return out + _table(["layer", "proxy", "unseen_depth", f"depth > {train_depth}", "verdict"],
+                      body) + [""]
+
+
+def error_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
+                  train_depth: int) -> list[str]:
+  out = ["## Does the proxy explain the model's mistakes?", "",
+         "Of the positions where the model errs, the fraction where the proxy errs too "
+         f"(shared errors), at depth ≤ {train_depth} and beyond it, all splits pooled; "
+         "representative settings.", ""]
+  body = []
+  for layer in layers:
+    for family in FAMILIES:
+      s = aggregate.representative(rows, family, layer)
+      if s is None:
+        continue
+      cells = [f"layer {layer}", aggregate.setting_label(s)]
+      for deep in (False, True):
+        cells.append(_fmt(aggregate.pooled_interval(
+            pooled, s, lambda r: (int(r["bucket"]) > train_depth) == deep,
+            lambda r: r["shared_errors"], lambda r: (1 - r["accuracy_model"]) * r["n"])))
+      body.append(cells)
+  return out + _table(["layer", "proxy", f"depth ≤ {train_depth}", f"depth > {train_depth}"],
+                      body) + [""]
+
+
+def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
+          group_rows: list[dict], splits: Sequence[str], layers: Sequence[int],
+          train_depth: int, figures: Sequence[str]) -> None:
+  from models import atomic
+
+  pooled = aggregate.pooled_buckets(group_rows, "depth")
+  lines = [f"# {title}", ""] + list(setup) + [""]
+  lines += model_section(rows, splits)
+  lines += faithfulness_section(rows, splits, layers)
+  lines += estimation_section(rows, pooled, layers, train_depth)
+  lines += error_section(pooled, rows, layers, train_depth)
+  lines += ["## Figures", ""]
+  lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, os.path.dirname(path))})"
+            for f in figures]
+  atomic.write_text(path, "\n".join(lines) + "\n")

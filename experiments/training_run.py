@@ -1,0 +1,33 @@
+"""Train one run of a task into its run directory (shared by train.py and the reproduction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+from experiments import rundir, tasks
+from models import training, transformer
+
+
+def default_run_dir(task: tasks.DyckTask, train_cfg: training.TrainConfig,
+                    root: str = rundir.RUNS_ROOT) -> str:
+  c = task.config
+  return os.path.join(root, f"{task.name}-k{c.n_types}-m{c.max_depth}-s{train_cfg.seed}")
+
+
+def train(task: tasks.DyckTask, model_cfg: transformer.ModelConfig,
+          train_cfg: training.TrainConfig, run_dir: str,
+          log: Callable[[str], None] = print) -> tuple[object, float]:
+  """Trains (or resumes) the run in `run_dir`; returns (params, iid accuracy)."""
+  iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
+  rundir.claim(run_dir, {"task": task.name, "data_dir": task.data_dir,
+                         "data": dataclasses.asdict(task.config),
+                         "model": dataclasses.asdict(model_cfg),
+                         "train": dataclasses.asdict(train_cfg)})
+  log(f"run directory: {run_dir}")
+  accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
+  params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,
+                          task.train_batches(train_cfg.batch_size, train_cfg.seed),
+                          lambda p: {"iid_accuracy": accuracy(p, iid)}, log=log)
+  return params, accuracy(params, iid)
