@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; no display on a server or in CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,9 +27,12 @@ SWEEP_AXIS = {"svd": "rank (components)", "kmeans": "K (clusters)", "weight_svd"
 
 
 def _band(ax, x, intervals, label, **style):
+  """A mean curve and its interval; every metric drawn here lies in [0, 1], and so does its
+  band (a t-interval over 3 seeds can reach past the metric's range)."""
   means = [i[0] for i in intervals]
   line, = ax.plot(x, means, marker="o", markersize=3, label=label, **style)
-  ax.fill_between(x, [i[1] for i in intervals], [i[2] for i in intervals],
+  ax.fill_between(x, np.clip([i[1] for i in intervals], 0, 1),
+                  np.clip([i[2] for i in intervals], 0, 1),
                   color=line.get_color(), alpha=0.15, linewidth=0)
 
 
