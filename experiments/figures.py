@@ -36,6 +36,31 @@ def _band(ax, x, intervals, label, **style):
                   color=line.get_color(), alpha=0.15, linewidth=0)
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, train_depth: int | None = None) -> None:
+  if train_depth is not None:
+    ax.axvline(train_depth + 0.5, color="grey", linestyle=":",
+               label=f"training depth {train_depth}")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _by_depth(pooled: list[dict], s: aggregate.Setting, metric: str) -> tuple[list, list]:
+  """Depths and intervals over seeds of `metric` for setting `s`."""
+  stats = aggregate.across_seeds([r for r in pooled if r["setting"] == s],
+                                 lambda r: int(r["bucket"]), metric)
+  xs = sorted(stats)
+  return xs, [stats[x] for x in xs]
+
+
 def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str | None:
   families = [p for p in SWEEP_AXIS if any(r["proxy"] == p and r["layer"] == layer for r in rows)]
   if not families:
@@ -49,64 +74,38 @@ def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str
         values = sorted(v for s, v in stats if s == split)
         _band(ax, values, [stats[(split, v)] for v in values], split)
       ax.set_xscale("log", base=2)
-      ax.set_xlabel(SWEEP_AXIS[proxy])
-      ax.set_ylabel(metric.replace("_", " "))
-      ax.set_title(f"{proxy}, layer {layer}")
-      ax.grid(alpha=0.3)
+      _label(ax, SWEEP_AXIS[proxy], metric.replace("_", " "), f"{proxy}, layer {layer}")
   axes[0][0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def accuracy_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting],
                       train_depth: int, path: str) -> str:
   fig, ax = plt.subplots(figsize=(7, 4.2))
-  depth = lambda r: int(r["bucket"])
-  model = aggregate.across_seeds([r for r in pooled if r["setting"] == settings[0]], depth,
-                                 "accuracy_model")
-  xs = sorted(model)
-  _band(ax, xs, [model[x] for x in xs], "model", color="black", linewidth=2)
+  _band(ax, *_by_depth(pooled, settings[0], "accuracy_model"), "model", color="black",
+        linewidth=2)
   for s in settings:
-    stats = aggregate.across_seeds([r for r in pooled if r["setting"] == s], depth,
-                                   "accuracy_proxy")
-    xs = sorted(stats)
-    _band(ax, xs, [stats[x] for x in xs], aggregate.setting_label(s), linestyle="--")
-  ax.axvline(train_depth + 0.5, color="grey", linestyle=":", label=f"training depth {train_depth}")
-  ax.set_xlabel("depth of the bracket to close")
-  ax.set_ylabel("accuracy (scored closes)")
-  ax.set_title(f"accuracy by depth, layer {settings[0][1]} simplified (all splits pooled)")
-  ax.grid(alpha=0.3)
+    _band(ax, *_by_depth(pooled, s, "accuracy_proxy"), aggregate.setting_label(s),
+          linestyle="--")
+  _label(ax, "depth of the bracket to close", "accuracy (scored closes)",
+         f"accuracy by depth, layer {settings[0][1]} simplified (all splits pooled)",
+         train_depth)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def divergence_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting],
                         train_depth: int, path: str) -> str:
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  depth = lambda r: int(r["bucket"])
-  for ax, metric, name in ((axes[0], "agreement", "disagreement with the model"),
+  pooled = [dict(r, disagreement=1 - r["agreement"]) for r in pooled]
+  for ax, metric, name in ((axes[0], "disagreement", "disagreement with the model"),
                            (axes[1], "tv", "total variation of next-token distributions")):
     for s in settings:
-      mine = [dict(r, disagreement=1 - r["agreement"]) for r in pooled if r["setting"] == s]
-      stats = aggregate.across_seeds(mine, depth,
-                                     "disagreement" if metric == "agreement" else metric)
-      xs = sorted(stats)
-      _band(ax, xs, [stats[x] for x in xs], aggregate.setting_label(s))
-    ax.axvline(train_depth + 0.5, color="grey", linestyle=":")
-    ax.set_xlabel("key depth (depth of the matching open bracket)")
-    ax.set_ylabel(name)
-    ax.set_title(f"layer {settings[0][1]}")
-    ax.grid(alpha=0.3)
+      _band(ax, *_by_depth(pooled, s, metric), aggregate.setting_label(s))
+    _label(ax, "key depth (depth of the matching open bracket)", name,
+           f"layer {settings[0][1]}", train_depth)
   axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def all_figures(rows: list[dict], group_rows: list[dict], layers: Sequence[int],

@@ -63,6 +63,33 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
   assert "svd_layer1_head0_q+k_1-2-8.json" in written and "svd_layer1_head0_q+k_1-2-8.csv" in written
 
 
+@pytest.mark.parametrize("args,sweep,values,stem", [
+    (["--proxy=kmeans", "--k=2,4"], "k", [2, 4], "kmeans_layer1_head0_q+k_2-4"),
+    (["--proxy=onehot"], None, [None], "onehot_layer1_head0_pattern"),
+    (["--proxy=weight_svd", "--rank=1,8"], "rank", [1, 8], "weight_svd_layer1_head0_q_1-8"),
+])
+def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, values, stem):
+  cwd, run_dir = trained
+  out = tmp_path / "table.json"
+  result = run(os.path.join(ROOT, "evaluate.py"), *args, "--n_fit=50", "--n_bootstrap=50",
+               f"--out={out}", cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  assert f"1 compilation(s) for {len(values)} proxy setting(s) x 5 split(s)" in result.stdout
+  rows = json.loads(out.read_text())
+  assert len(rows) == len(values) * len(dyck.TEST_SPLITS)
+  assert [r.get(sweep) for r in rows[:len(values)]] == values
+  assert "rank" not in rows[0] or sweep == "rank"
+  for row in rows:
+    if row["n"]:
+      assert row["agreement_lo"] <= row["agreement"] <= row["agreement_hi"]
+  if sweep == "rank":  # full rank of the bilinear form is the model
+    assert all(r["agreement"] == 1.0 for r in rows if r["rank"] == 8)
+  assert json.loads((run_dir / "eval" / f"{stem}.json").read_text()) == rows
+  groups = json.loads((run_dir / "eval" / f"{stem}_by_group.json").read_text())
+  assert {g["group"] for g in groups} == {"depth", "distance"}
+  assert sum(g["n"] for g in groups if g["group"] == "depth") == sum(r["n"] for r in rows)
+
+
 def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
   cwd, _ = trained
   result = run("-m", "data.dyck", "--split=unseen_depth", "--n=5", *TINY_DATA, cwd=cwd)
@@ -78,7 +105,14 @@ def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
 
 
 @pytest.mark.parametrize("script,args,needle", [
-    ("evaluate.py", ["--proxy=nope"], "unknown proxy 'nope'; choose one of: svd"),
+    ("evaluate.py", ["--proxy=nope"],
+     "unknown proxy 'nope'; choose one of: svd, kmeans, onehot, weight_svd"),
+    ("evaluate.py", ["--proxy=kmeans", "--k=0"], "k=0 is out of range"),
+    ("evaluate.py", ["--proxy=kmeans", "--k=5000"], "k=5000 is out of range; choose 1..1024"),
+    ("evaluate.py", ["--proxy=kmeans", "--k=300", "--n_fit=2"], "vectors to cluster from 2 strings"),
+    ("evaluate.py", ["--proxy=kmeans", "--centered"], "--centered does not apply to kmeans"),
+    ("evaluate.py", ["--proxy=onehot", "--sites=q"], "unknown site 'q'; choose one of: pattern"),
+    ("evaluate.py", ["--proxy=weight_svd", "--rank=9"], "rank=9 is out of range"),
     ("evaluate.py", ["--rank=0"], "rank=0 is out of range"),
     ("evaluate.py", ["--rank=1000"], "choose 1..8"),
     ("evaluate.py", ["--rank=two"], "expected integers"),
@@ -149,8 +183,9 @@ def test_hostile_train_arguments(args, tmp_path):
     ["--rank=-1"], ["--rank=1,,x"], ["--rank=99999999999999999999"], ["--head=7"],
     ["--layer=-99"], ["--n_fit=0"], ["--n_fit=10000000"], ["--batch_size=-4"],
     ["--scoring=best"], ["--sites=q,zz"], ["--proxy=ｓｖｄ"], ["--out=/proc/1/nope/x.json"],
-    ["--splits="],
-], ids=lambda a: a[0][:30])
+    ["--splits="], ["--proxy=kmeans", "--k=-2"], ["--proxy=kmeans", "--seed=-1"],
+    ["--n_bootstrap=0"], ["--proxy=onehot", "--separate"],
+], ids=lambda a: "_".join(a)[:40])
 def test_hostile_evaluate_arguments(trained, args):
   cwd, run_dir = trained
   before = sorted(os.listdir(run_dir / "eval")) if (run_dir / "eval").exists() else []
