@@ -70,30 +70,62 @@ def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequen
 def estimation_section(rows: list[dict], pooled: list[dict], layers: Sequence[int],
                        train_depth: int) -> list[str]:
   """Under- or over-estimation of the model at unseen depth, per family's representative
-  setting: accuracy(proxy) − accuracy(model) on the unseen_depth split and on depths
-  beyond training pooled over splits."""
+  setting: accuracy(proxy) − accuracy(model) on the unseen_depth split, and on closes
+  beyond the training depth pooled over splits: all of them, the first three depths past
+  training, and the deeper rest (few positions, but where the model fails most)."""
+  m = train_depth
+  ranges = {f"depth > {m}": (m + 1, 10**9), f"depth {m + 1}-{m + 3}": (m + 1, m + 3),
+            f"depth ≥ {m + 4}": (m + 4, 10**9)}
   diff = aggregate.accuracy_differences(rows)
-  deeper = lambda r: int(r["bucket"]) > train_depth
   out = ["## Which proxies under- or over-estimate the model at unseen depth", "",
          "accuracy(proxy) − accuracy(model), mean [95 % interval] over seeds: on the "
-         f"unseen_depth split, and on closes deeper than the training depth {train_depth} "
-         "(all splits pooled). Below 0 the proxy fails where the model generalizes "
-         "(under-estimates it); above 0 it succeeds where the model fails (over-estimates "
-         "it). The representative setting of a family is its smallest rank / K whose iid "
-         "agreement reaches 0.9.", ""]
+         f"unseen_depth split, then on closes deeper than the training depth {m} (all splits "
+         "pooled), all together and split in two. Below 0 the proxy fails where the model "
+         "generalizes (under-estimates it); above 0 it succeeds where the model fails "
+         "(over-estimates it); the verdicts say where the interval excludes 0. The "
+         "representative setting of a family is its smallest rank / K whose iid agreement "
+         "reaches 0.9 (else its most faithful one).", ""]
   body = []
   for layer in layers:
     for family in FAMILIES:
       s = aggregate.representative(rows, family, layer)
       if s is None or (s, "unseen_depth") not in diff:
         continue
-      deep = aggregate.pooled_interval(
-          pooled, s, deeper, lambda r: r["accuracy_proxy"] - r["accuracy_model"],
-          lambda r: r["n"])
-      body.append([f"layer {layer}", aggregate.setting_label(s),
-                   _fmt(diff[(s, "unseen_depth")]), _fmt(deep), aggregate.verdict(deep)])
-  return out + _table(["layer", "proxy", "unseen_depth", f"depth > {train_depth}", "verdict"],
-                      body) + [""]
+      cells = [f"layer {layer}", aggregate.setting_label(s), _fmt(diff[(s, "unseen_depth")])]
+      verdicts = []
+      for name, (lo, hi) in ranges.items():
+        interval = aggregate.pooled_interval(
+            pooled, s, lambda r: lo <= int(r["bucket"]) <= hi,
+            lambda r: r["accuracy_proxy"] - r["accuracy_model"], lambda r: r["n"])
+        cells.append(_fmt(interval))
+        verdicts.append(f"{name}: {aggregate.verdict(interval)}")
+      body.append(cells + ["; ".join(verdicts[1:])])
+  return out + _table(["layer", "proxy", "unseen_depth", *ranges, "verdict"], body) + [""]
+
+
+def bootstrap_section(rows: list[dict], splits: Sequence[str], layers: Sequence[int]
+                      ) -> list[str]:
+  """Per seed, the bootstrap interval over strings of each representative setting."""
+  out = ["## Intervals over strings (bootstrap, per seed)", "",
+         "Agreement with its 95 % percentile bootstrap interval over the strings of each "
+         "split (1,000 resamples), for each seed separately: how much of the spread comes "
+         "from the finite test sets rather than from training.", ""]
+  body = []
+  for layer in layers:
+    for family in FAMILIES:
+      s = aggregate.representative(rows, family, layer)
+      if s is None:
+        continue
+      for seed in sorted({r["model_seed"] for r in rows}):
+        cells = [f"layer {layer}", aggregate.setting_label(s), str(seed)]
+        for split in splits:
+          match = [r for r in rows if aggregate.setting(r) == s and r["split"] == split
+                   and r["model_seed"] == seed]
+          r = match[0] if match else {}
+          cells.append(_fmt((r.get("agreement") or math.nan, r.get("agreement_lo"),
+                             r.get("agreement_hi"))))
+        body.append(cells)
+  return out + _table(["layer", "proxy", "seed"] + list(splits), body) + [""]
 
 
 def error_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
@@ -129,6 +161,7 @@ def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
   lines += faithfulness_section(rows, splits, layers)
   lines += estimation_section(rows, pooled, layers, train_depth)
   lines += error_section(pooled, rows, layers, train_depth)
+  lines += bootstrap_section(rows, splits, layers)
   lines += ["## Figures", ""]
   lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, os.path.dirname(path))})"
             for f in figures]
