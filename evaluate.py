@@ -18,10 +18,12 @@ import argparse
 import os
 from collections.abc import Sequence
 
+import jax
+
 import proxies
 from data import dyck, dyck_batch
 from experiments import cli, evaluation, rundir, tasks
-from models import checkpoints, training, transformer
+from models import checkpoints, mesh, training, transformer
 
 COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "accuracy_proxy", "agreement",
            "attention_jsd", "tv", "kl", "shared_errors", "n")
@@ -81,6 +83,9 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train:
     args.n_fit = min(1000, n_train)
   cli.check_range("n_fit", args.n_fit, 1, n_train, " (the training split's size)")
   cli.check_range("batch_size", args.batch_size, 1, 1 << 16)
+  if args.batch_size % jax.device_count():
+    raise cli.UsageError(f"batch_size={args.batch_size} must be a multiple of the "
+                         f"{jax.device_count()} devices")
   cli.check_range("seed", args.seed, 0, 2**32 - 1)
   cli.check_range("n_bootstrap", args.n_bootstrap, 1, 100_000)
   cli.check_choice("scoring", args.scoring, dyck_batch.SCORINGS)
@@ -103,6 +108,8 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str]) -> None:
   args = parse(argv)
+  mesh.initialize()  # a multi-process job, if the environment describes one
+  say = print if mesh.is_main() else (lambda *a, **k: None)
   cli.check_choice("proxy", args.proxy, list(proxies.KINDS))
   run_dir = args.run or rundir.latest_run()
   task, model_cfg, train_cfg = tasks.from_run_config(rundir.read_config(run_dir), run_dir)
@@ -118,16 +125,18 @@ def main(argv: Sequence[str]) -> None:
   splits = args.splits.split(",")
   fitted_on = {"activations": f"fitted on {args.n_fit} training strings",
                "weights": "fitted on the head's weights", "nothing": "nothing to fit"}
-  print(f"run {run_dir}: {args.proxy} on layer {spec.layer} head {spec.head} "
+  say(f"run {run_dir}: {args.proxy} on layer {spec.layer} head {spec.head} "
         f"({'+'.join(spec.sites)}), {fitted_on[proxies.KINDS[args.proxy].fits_on]}")
   result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
                                scoring=args.scoring, n_fit=args.n_fit,
                                batch_size=args.batch_size, seed=args.seed,
                                n_bootstrap=args.n_bootstrap)
-  print(format_table(result.rows))
-  print(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
+  say(format_table(result.rows))
+  say(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
         f"proxy setting(s) x {len(splits)} split(s)")
 
+  if not mesh.is_main():
+    return  # files are written once, by process 0
   stem = evaluation.file_stem(spec)
   paths = evaluation.write(result, eval_dir, stem)
   if args.out:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from data import dyck
 from experiments import cli, rundir, tasks, training_run
-from models import checkpoints, training, transformer
+from models import checkpoints, mesh, training, transformer
 
 
 def parse(argv: Sequence[str]):
@@ -34,6 +34,7 @@ def parse(argv: Sequence[str]):
 
 def main(argv: Sequence[str]) -> None:
   args = parse(argv)
+  mesh.initialize()  # a multi-process job, if the environment describes one
   cli.check_choice("task", args.task, tasks.TASKS)
   data_cfg = cli.from_flags(dyck.DyckConfig, args, seed=args.data_seed)
   train_cfg = cli.from_flags(training.TrainConfig, args)
@@ -44,8 +45,9 @@ def main(argv: Sequence[str]) -> None:
   cli.ensure_writable(run_dir)
   cli.ensure_writable(args.data_dir)
   _, accuracy = training_run.train(task, model_cfg, train_cfg, run_dir)
-  print(f"done: iid accuracy {accuracy:.4f} (Murty positions); "
-        f"evaluate with `python evaluate.py --run={run_dir}`")
+  if mesh.is_main():
+    print(f"done: iid accuracy {accuracy:.4f} (Murty positions); "
+          f"evaluate with `python evaluate.py --run={run_dir}`")
 
 if __name__ == "__main__":
   cli.run_main(main, bad_input=(checkpoints.CheckpointError,),

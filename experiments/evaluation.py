@@ -12,11 +12,10 @@ import os
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 
 import proxies
 from experiments import cli, rundir
-from models import transformer
+from models import mesh as mesh_lib, transformer
 from proxies import faithfulness
 
 MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart
@@ -35,17 +34,16 @@ class CompileCounter:
 
 
 def fit_proxy(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec,
-              n_fit: int) -> proxies.Proxy:
+              n_fit: int, mesh=None) -> proxies.Proxy:
   """Fits `spec` on what its kind needs: the head's vectors on the first `n_fit` training
   strings, the head's weights, or nothing."""
   kind = proxies.KINDS[spec.kind]
   if kind.fits_on == "weights":
-    fit_inputs = jax.tree_util.tree_map(np.asarray,
-                                        transformer.head_weights(params, spec.layer, spec.head))
+    fit_inputs = mesh_lib.to_host(transformer.head_weights(params, spec.layer, spec.head))
   elif kind.fits_on == "activations":
     fit_inputs = faithfulness.collect_activations(
         model_cfg, params, task.fit_inputs(n_fit), task.pad_id, spec.layer, spec.head,
-        spec.sites)
+        spec.sites, mesh=mesh)
     if kind.sweep == "k":
       n_vectors = min(len(v) for v in fit_inputs.values())
       for k in spec.values:
@@ -66,11 +64,15 @@ class Evaluation:
 
 def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec, *,
              splits: Sequence[str], scoring: str = "murty", n_fit: int = 1000,
-             batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000) -> Evaluation:
-  proxy = fit_proxy(task, model_cfg, params, spec, n_fit)
+             batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000,
+             mesh=None) -> Evaluation:
+  """Fits `spec` and evaluates it on `splits`, batches split over `mesh` (default: every
+  device). Every process gets the same rows."""
+  proxy = fit_proxy(task, model_cfg, params, spec, n_fit, mesh)
   groups = task.groups
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,
-                                             {g: len(labels) for g, labels in groups.items()})
+                                             {g: len(labels) for g, labels in groups.items()},
+                                             mesh)
   counter = CompileCounter()
   rows, group_rows = [], []
   for split in splits:

@@ -16,7 +16,7 @@ import json
 import os
 
 from experiments.cli import UsageError
-from models import atomic
+from models import atomic, mesh
 
 RUNS_ROOT = "runs"
 CONFIG = "config.json"
@@ -48,7 +48,10 @@ def read_config(run_dir: str) -> dict:
 
 
 def claim(run_dir: str, config: dict) -> None:
-  """Writes config.json, or checks that the run already there was made with `config`."""
+  """Writes config.json, or checks that the run already there was made with `config`.
+  (Every process of a job calls it; they agree on whether the file exists, then process 0
+  writes it.)"""
+  mesh.barrier("run-config-check")
   path = os.path.join(run_dir, CONFIG)
   if os.path.exists(path):
     old = read_config(run_dir)
@@ -61,7 +64,9 @@ def claim(run_dir: str, config: dict) -> None:
       raise UsageError(f"{run_dir!r} holds a run with another config ({'; '.join(diffs[:3])}); "
                        "pass another --workdir or the same settings")
     return
-  write_json(path, config)
+  if mesh.is_main():
+    write_json(path, config)
+  mesh.barrier("run-config-written")
 
 
 def latest_run(root: str = RUNS_ROOT) -> str:

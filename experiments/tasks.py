@@ -16,7 +16,7 @@ import numpy as np
 
 from data import dyck, dyck_batch, dyck_tfds
 from experiments import cli
-from models import training, transformer
+from models import mesh as mesh_lib, training, transformer
 from proxies import faithfulness, metrics
 
 TASKS = ("dyck",)
@@ -45,8 +45,15 @@ class DyckTask:
 
   @functools.cached_property
   def data(self) -> dict[str, list[np.ndarray]]:
+    """Every split, generated on first use. In a multi-process job process 0 generates
+    and the others wait for it, then read."""
     try:
-      return dyck_tfds.load(self.config, self.data_dir)
+      if not mesh_lib.is_main():
+        mesh_lib.barrier("dyck-data")
+      data = dyck_tfds.load(self.config, self.data_dir)
+      if mesh_lib.is_main():
+        mesh_lib.barrier("dyck-data")
+      return data
     except dyck.SplitError as e:  # the user's config asks for a split that cannot be made
       raise cli.UsageError(str(e)) from None
 
@@ -99,20 +106,27 @@ def from_run_config(config: dict, run_dir: str):
 
 
 def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
-                   batch_size: int = 256):
-  """A function params, arrays -> accuracy of the model alone on the scored positions."""
+                   batch_size: int = 256, mesh=None):
+  """A function params, arrays -> accuracy of the model alone on the scored positions,
+  batches split over `mesh` (default: every device)."""
   model = transformer.Transformer(cfg)
+  mesh = mesh or mesh_lib.data_mesh()
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  split = mesh_lib.batch_sharding(mesh)
 
-  @jax.jit
   def counts(params, inputs_BxL, gold_BxL, scored_BxL):
     correct = decision.correct(model.apply({"params": params}, inputs_BxL), gold_BxL)
     return (correct & scored_BxL).sum(), scored_BxL.sum()
 
+  counts = jax.jit(counts, in_shardings=(mesh_lib.replicated(mesh), split, split, split))
+
   def accuracy(params, arrays) -> float:
+    params = mesh_lib.replicate(mesh, params)
     fill = {"inputs": pad_id, "gold": -1, "scored": False}
     totals = np.zeros(2)
     for batch, _ in faithfulness.fixed_batches(arrays, batch_size, fill):
-      totals += np.array(counts(params, batch["inputs"], batch["gold"], batch["scored"]))
+      b = mesh_lib.shard_batch(mesh, batch)
+      totals += np.array(mesh_lib.to_host(counts(params, b["inputs"], b["gold"], b["scored"])))
     return float(totals[0] / max(totals[1], 1))
 
   return accuracy

@@ -9,6 +9,11 @@ Orbax removes old steps (beyond `max_to_keep`) only after a newer one is committ
 last good checkpoint is never removed before a newer one is complete.
 
 Nothing here unpickles: orbax stores arrays (OCDBT) and JSON metadata.
+
+In a multi-process job every process calls `save` and `restore_latest` (orbax writes each
+array once and coordinates the processes); process 0 alone writes the digests and sets
+damaged steps aside, the others wait for it. The digests assume the checkpoint directory
+is one shared local or network filesystem.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from models import atomic
+from models import atomic, mesh
 
 INTEGRITY = "integrity.json"
 
@@ -103,17 +108,22 @@ class Checkpoints:
   def save(self, step: int, state: Any) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._manager.wait_until_finished()
-    step_dir = self._step_dir(step)
-    atomic.write_text(os.path.join(step_dir, INTEGRITY),
-                      json.dumps(_digests(step_dir), indent=1, sort_keys=True))
+    mesh.barrier(f"checkpoint-{step}-written")
+    if mesh.is_main():
+      step_dir = self._step_dir(step)
+      atomic.write_text(os.path.join(step_dir, INTEGRITY),
+                        json.dumps(_digests(step_dir), indent=1, sort_keys=True))
+    mesh.barrier(f"checkpoint-{step}-verified")
 
   def _set_aside(self, step: int, why: str) -> None:
     bad = self.directory + ".bad"
     os.makedirs(bad, exist_ok=True)
-    target = os.path.join(bad, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    logging.warning("checkpoint %s is damaged (%s); moved to %s, using an older one",
-                    self._step_dir(step), why, target)
-    shutil.move(self._step_dir(step), target)
+    if mesh.is_main():
+      target = os.path.join(bad, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+      logging.warning("checkpoint %s is damaged (%s); moved to %s, using an older one",
+                      self._step_dir(step), why, target)
+      shutil.move(self._step_dir(step), target)
+    mesh.barrier(f"checkpoint-{step}-set-aside")
     self._manager.reload()
 
   def restore_latest(self, like: Any) -> tuple[int, Any] | None:

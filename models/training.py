@@ -19,10 +19,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from models import atomic, checkpoints, transformer
+from models import atomic, checkpoints, mesh as mesh_lib, transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +93,11 @@ def loss_fn(model: transformer.Transformer, params, inputs_BxL, targets_BxL, pad
 
 
 def make_train_step(model_cfg: transformer.ModelConfig, tx: optax.GradientTransformation,
-                    pad_id: int):
+                    pad_id: int, mesh: jax.sharding.Mesh):
+  """The pure step, jitted with the state replicated and the batch split over `mesh`: the
+  loss is a mean over the global batch, so XLA all-reduces the gradients."""
   model = transformer.Transformer(model_cfg)
 
-  @jax.jit
   def train_step(state, inputs_BxL, targets_BxL):
     loss, grads = jax.value_and_grad(
         lambda p: loss_fn(model, p, inputs_BxL, targets_BxL, pad_id))(state["params"])
@@ -105,7 +105,9 @@ def make_train_step(model_cfg: transformer.ModelConfig, tx: optax.GradientTransf
     params = optax.apply_updates(state["params"], updates)
     return {"params": params, "opt_state": opt_state}, loss
 
-  return train_step
+  replicated, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, batch, batch),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 @contextlib.contextmanager
@@ -122,37 +124,52 @@ def _sigterm_flag():
       signal.signal(signal.SIGTERM, previous)
 
 
+def initial_state(model_cfg: transformer.ModelConfig, cfg: TrainConfig,
+                  mesh: jax.sharding.Mesh) -> dict:
+  tx = optimizer(cfg)
+  params = transformer.init_params(model_cfg, cfg.seed)
+  return mesh_lib.replicate(mesh, {"params": params, "opt_state": tx.init(params)})
+
+
 def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pad_id: int,
           batches: Callable[[int], dict], evaluate: Callable[[Any], dict],
           log: Callable[[str], None] = print,
-          stop: Callable[[dict], bool] = lambda row: False) -> Any:
+          stop: Callable[[dict], bool] = lambda row: False,
+          mesh: jax.sharding.Mesh | None = None) -> Any:
   """Trains to `cfg.steps` (or until `stop(row)` holds for a logged row), resuming from the
-  newest good checkpoint in `run_dir`; returns the params.
+  newest good checkpoint in `run_dir`; returns the params (as numpy, on every process).
 
   Batch `step` is `batches(step)` and the state is restored exactly, so a run killed at any
-  moment and rerun ends with the same parameters as one never interrupted."""
+  moment and rerun ends with the same parameters as one never interrupted. Batches are
+  split over `mesh` (default: every device); only process 0 logs and writes metrics."""
+  mesh = mesh or mesh_lib.data_mesh()
+  mesh_lib.check_divisible(cfg.batch_size, mesh)
+  main = mesh_lib.is_main()
+  log = log if main else (lambda line: None)
   tx = optimizer(cfg)
-  params = transformer.init_params(model_cfg, cfg.seed)
-  state = {"params": params, "opt_state": tx.init(params)}
+  state = initial_state(model_cfg, cfg, mesh)
   ckpt = checkpoints.Checkpoints(run_dir)
   restored = ckpt.restore_latest(state)
   start = 0
   if restored is not None:
     start, state = restored
     log(f"resumed from step {start}")
-  train_step = make_train_step(model_cfg, tx, pad_id)
+  train_step = make_train_step(model_cfg, tx, pad_id, mesh)
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
-  _forget_after(metrics_path, start)
+  if main:
+    _forget_after(metrics_path, start)
 
   def record(row: dict) -> None:
-    with open(metrics_path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(row) + "\n")
+    if main:
+      with open(metrics_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
   tokens, losses, clock = 0, [], time.perf_counter()
   with _sigterm_flag() as term:
     for step in range(start, cfg.steps):
       batch = batches(step)
-      state, loss = train_step(state, batch["inputs"], batch["targets"])
+      sharded = mesh_lib.shard_batch(mesh, {k: batch[k] for k in ("inputs", "targets")})
+      state, loss = train_step(state, sharded["inputs"], sharded["targets"])
       losses.append(loss)  # stays on the device: no sync until the step is logged
       tokens += int((batch["targets"] != pad_id).sum())
       done = step + 1
@@ -183,13 +200,18 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
       if stopping:
         break
   ckpt.close()
-  return jax.tree_util.tree_map(np.asarray, state["params"])
+  return mesh_lib.to_host(state["params"])
 
 
-def restore_params(run_dir: str, model_cfg: transformer.ModelConfig, cfg: TrainConfig):
-  """Parameters of the newest good checkpoint in `run_dir`, or None if it has none."""
+def restore_params(run_dir: str, model_cfg: transformer.ModelConfig, cfg: TrainConfig,
+                   mesh: jax.sharding.Mesh | None = None):
+  """Parameters of the newest good checkpoint in `run_dir` (replicated over `mesh`), or
+  None if it has none."""
+  sharding = mesh_lib.replicated(mesh or mesh_lib.data_mesh())
   params = jax.eval_shape(lambda: transformer.init_params(model_cfg, cfg.seed))
   like = {"params": params, "opt_state": jax.eval_shape(optimizer(cfg).init, params)}
+  like = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like)
   ckpt = checkpoints.Checkpoints(run_dir)
   try:
     restored = ckpt.restore_latest(like)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import transformer
+from models import mesh as mesh_lib, transformer
 from proxies import base, metrics
 
 # Sums returned by the program; [B] (or per group [G]) for the model, [P, B] ([P, G]) for
@@ -34,9 +34,10 @@ class FaithfulnessProgram:
   buckets, and positions whose bucket is outside 0..n-1 belong to none."""
 
   def __init__(self, cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
-               groups: Mapping[str, int] | None = None):
+               groups: Mapping[str, int] | None = None, mesh=None):
     model = transformer.Transformer(cfg)
     self.groups = dict(groups or {})
+    self.mesh = mesh or mesh_lib.data_mesh()
 
     def run(params, inputs_BxL, proxy, layer, head):
       logits_BxLxV, state = model.apply({"params": params}, inputs_BxL, intervention=proxy,
@@ -78,12 +79,22 @@ class FaithfulnessProgram:
                       for name, v in per_position.items()}
       return out
 
-    self._program = jax.jit(program)
+    # Batches are split over the mesh's data axis; parameters and the proxy sweep are
+    # replicated (`place` them once). Sums per sequence stay split; per-group sums reduce.
+    replicated, split = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
+    self._program = jax.jit(program, in_shardings=(replicated, replicated, split, split, split,
+                                                   {g: split for g in self.groups}))
+
+  def place(self, params, proxy: base.Proxy):
+    """(params, proxy) replicated over the mesh: do it once, not per batch."""
+    return mesh_lib.replicate(self.mesh, params), mesh_lib.replicate(self.mesh, proxy)
 
   def __call__(self, params, proxy: base.Proxy, batch: Mapping[str, np.ndarray]) -> dict:
-    groups = {g: batch[g] for g in self.groups}
-    out = self._program(params, proxy, batch["inputs"], batch["gold"], batch["scored"], groups)
-    return jax.tree_util.tree_map(np.asarray, out)
+    names = ("inputs", "gold", "scored", *self.groups)
+    b = mesh_lib.shard_batch(self.mesh, {k: batch[k] for k in names})
+    out = self._program(params, proxy, b["inputs"], b["gold"], b["scored"],
+                        {g: b[g] for g in self.groups})
+    return mesh_lib.to_host(out)
 
 
 def derive(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -189,6 +200,8 @@ def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
   """Streams one split (`inputs`, `gold`, `scored` and the program's groups, each [N, L])
   through the program in fixed-shape batches; memory holds one batch and the sums."""
   fill = {"inputs": pad_id, "gold": -1, "scored": False, **{g: -1 for g in program.groups}}
+  mesh_lib.check_divisible(batch_size, program.mesh)
+  params, proxy = program.place(params, proxy)
   sequence: dict[str, list[np.ndarray]] = {k: [] for k in SUMS}
   groups = {g: {k: 0.0 for k in SUMS} for g in program.groups}
   for batch, real in fixed_batches(arrays, batch_size, fill):
@@ -202,15 +215,20 @@ def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
 
 def collect_activations(cfg: transformer.ModelConfig, params, inputs_NxL: np.ndarray,
                         pad_id: int, layer: int, head: int, sites: tuple[str, ...],
-                        batch_size: int = 256) -> dict[str, np.ndarray]:
+                        batch_size: int = 256, mesh=None) -> dict[str, np.ndarray]:
   """The vectors a proxy is fitted on: `sites` of one head at every non-PAD position."""
-  capture = jax.jit(lambda p, x: {s: transformer.capture(cfg, p, x, layer, s) for s in sites})
+  mesh = mesh or mesh_lib.data_mesh()
+  batch_size = -(-batch_size // mesh.size) * mesh.size  # a multiple of the devices
+  split = mesh_lib.batch_sharding(mesh)
+  capture = jax.jit(lambda p, x: {s: transformer.capture(cfg, p, x, layer, s) for s in sites},
+                    in_shardings=(mesh_lib.replicated(mesh), split))
+  params = mesh_lib.replicate(mesh, params)
   rows: dict[str, list[np.ndarray]] = {s: [] for s in sites}
   for batch, real in fixed_batches({"inputs": inputs_NxL}, batch_size, {"inputs": pad_id}):
-    acts = capture(params, batch["inputs"])
+    acts = mesh_lib.to_host(capture(params, mesh_lib.shard_batch(mesh, batch)["inputs"]))
     keep = batch["inputs"][:real] != pad_id
     for s in sites:
-      a = np.asarray(acts[s][:real])
+      a = acts[s][:real]
       a = a if s == "resid_pre" else a[:, :, head]  # [B, L, H, D] -> one head
       rows[s].append(a[keep])
   return {s: np.concatenate(v) for s, v in rows.items()}
