@@ -45,7 +45,8 @@ def fit_proxy(task, model_cfg: transformer.ModelConfig, params, spec: proxies.Pr
         model_cfg, params, task.fit_inputs(n_fit), task.pad_id, spec.layer, spec.head,
         spec.sites, mesh=mesh)
     if kind.sweep == "k":
-      n_vectors = min(len(v) for v in fit_inputs.values())
+      sizes = [len(v) for v in fit_inputs.values()]  # clustered per site, or jointly
+      n_vectors = min(sizes) if dict(spec.options).get("separate") else sum(sizes)
       for k in spec.values:
         cli.check_range("k", k, 1, min(n_vectors, MAX_K),
                         f" ({n_vectors} vectors to cluster from {n_fit} strings)")
