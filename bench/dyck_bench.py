@@ -1,21 +1,31 @@
 """Dyck benchmarks, measured side by side in one run.
 
-  python bench/dyck_bench.py                 # both parts
+  python bench/dyck_bench.py                 # every part
   python bench/dyck_bench.py --part=sweep    # only the sweep ratio (about a minute)
 
 Part `train`: seconds for the default Dyck model (`python train.py --task=dyck --depth=10`
 defaults) to reach 98 % iid accuracy on Murty positions, on this machine. Training time
 excludes the periodic evaluations; wall time includes them.
 
+Part `throughput`: training tokens/s (non-PAD targets) over 200 steps after compilation,
+with the default model and batch, on every device of this machine.
+
 Part `sweep`: a rank sweep of the svd proxy evaluated on the iid split as one compiled
 program (vmapped over the stacked proxy) against a loop of one jitted call per rank, both
-compiled before timing. Prints the ratio loop / sweep.
+compiled before timing. Prints the ratio loop / sweep, and the program's proxy-token
+evaluations per second (settings x non-PAD tokens / s).
+
+Part `memory`: peak resident memory of a fresh process that evaluates an svd sweep on 1x
+and on 10x the strings (the iid split repeated), side by side; streaming in fixed-shape
+batches should keep the ratio near 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,11 +33,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 import proxies  # noqa: E402
 from data import dyck  # noqa: E402
 from experiments import tasks  # noqa: E402
-from models import training, transformer  # noqa: E402
+from models import mesh, training, transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 
@@ -89,15 +100,68 @@ def sweep_ratio(task, params, ranks, repeats: int, batch_size: int):
   one_program = best_of(lambda: run(sweep))
   loop = best_of(lambda: [run(p) for p in singles])
   n = len(arrays["inputs"])
+  tokens = int((arrays["inputs"] != task.pad_id).sum())
   print(f"sweep: {len(ranks)} ranks x {n} iid strings: one compiled program {one_program:.3f} s, "
         f"loop of one jitted call per rank {loop:.3f} s, ratio {loop / one_program:.2f}x "
-        f"(best of {repeats}, batches of {batch_size})")
+        f"(best of {repeats}, batches of {batch_size}); "
+        f"{len(ranks) * tokens / one_program:,.0f} proxy-token evaluations/s")
+
+
+def train_throughput(task, steps: int = 200):
+  model_cfg = task.model_config()
+  cfg = training.TrainConfig()
+  tx = training.optimizer(cfg)
+  m = mesh.data_mesh()
+  state = training.initial_state(model_cfg, cfg, m)
+  step_fn = training.make_train_step(model_cfg, tx, task.pad_id, m)
+  batches = task.train_batches(cfg.batch_size, cfg.seed)
+  host = [batches(i) for i in range(steps)]
+  for b in {b["inputs"].shape: b for b in host}.values():  # compile every length bucket
+    state, loss = step_fn(state, b["inputs"], b["targets"])
+  loss.block_until_ready()
+  start = time.perf_counter()
+  for b in host:
+    state, loss = step_fn(state, b["inputs"], b["targets"])
+  loss.block_until_ready()
+  seconds = time.perf_counter() - start
+  tokens = sum(int((b["targets"] != task.pad_id).sum()) for b in host)
+  print(f"throughput: training {tokens / seconds:,.0f} tokens/s ({steps} steps of "
+        f"{cfg.batch_size} strings, {m.size} device(s), {jax.devices()[0].device_kind})")
+
+
+def memory_child(task, copies: int, ranks, batch_size: int) -> None:
+  """Runs in a fresh process: evaluate `copies` x 500 iid strings, print peak RSS (MiB)."""
+  model_cfg = task.model_config()
+  params = transformer.init_params(model_cfg, 0)
+  acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(200),
+                                          task.pad_id, 1, 0, ("q", "k"))
+  sweep = proxies.fit(proxies.ProxySpec("svd", 1, 0, ("q", "k"), tuple(ranks)), acts)
+  program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
+  base = {k: v[:500] for k, v in task.eval_arrays("iid").items()}
+  arrays = {k: np.concatenate([v] * copies) for k, v in base.items()}
+  faithfulness.evaluate(program, params, sweep, arrays, batch_size, task.pad_id)
+  print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def memory_ratio(data_dir: str, ranks, batch_size: int) -> None:
+  peaks = {}
+  for copies in (1, 10):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--part=memory_child",
+                          f"--copies={copies}", f"--data_dir={data_dir}",
+                          f"--ranks={','.join(map(str, ranks))}", f"--batch_size={batch_size}"],
+                         capture_output=True, text=True, check=True)
+    peaks[copies] = float(out.stdout.strip().splitlines()[-1])
+  print(f"memory: peak RSS evaluating {len(ranks)} ranks on 500 strings {peaks[1]:.0f} MiB, "
+        f"on 5,000 strings {peaks[10]:.0f} MiB, ratio {peaks[10] / peaks[1]:.3f}x "
+        f"(batches of {batch_size})")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--part", choices=("all", "train", "sweep"), default="all")
+  parser.add_argument("--part", choices=("all", "train", "throughput", "sweep", "memory",
+                                         "memory_child"), default="all")
+  parser.add_argument("--copies", type=int, default=1, help=argparse.SUPPRESS)
   parser.add_argument("--data_dir", default=os.path.join("runs", "tfds"))
   parser.add_argument("--target", type=float, default=0.98)
   parser.add_argument("--eval_every", type=int, default=250)
@@ -111,6 +175,15 @@ def main():
 
   task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)
   task.data  # generate or load the dataset outside any timing
+  ranks = [int(r) for r in args.ranks.split(",")]
+  if args.part == "memory_child":
+    return memory_child(task, args.copies, ranks, args.batch_size)
+  if args.part in ("all", "throughput"):
+    train_throughput(task)
+  if args.part in ("all", "memory"):
+    memory_ratio(args.data_dir, ranks, args.batch_size)
+  if args.part in ("throughput", "memory"):
+    return
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
       params = time_to_accuracy(task, workdir, args.target, args.eval_every, args.max_steps)
@@ -119,8 +192,7 @@ def main():
     else:
       params = transformer.init_params(task.model_config(), 0)
     if args.part in ("all", "sweep"):
-      sweep_ratio(task, params, [int(r) for r in args.ranks.split(",")], args.repeats,
-                  args.batch_size)
+      sweep_ratio(task, params, ranks, args.repeats, args.batch_size)
 
 
 if __name__ == "__main__":

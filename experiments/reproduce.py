@@ -2,6 +2,7 @@
 
   python -m experiments.reproduce                   # reduced: 3 seeds, < 30 min on 2 CPU cores
   python -m experiments.reproduce --setting=full    # 5 seeds, paper-sized sweeps: GPU or TPU
+  python -m experiments.reproduce --setting=full --depths=8,10,12   # seeds x depths x proxies
 
 Trains every seed, fits every proxy family (svd, kmeans, onehot, weight_svd) on the head of
 each layer, evaluates every split, and writes under <out> (default runs/reproduce-<setting>):
@@ -9,7 +10,8 @@ each layer, evaluates every split, and writes under <out> (default runs/reproduc
   <out>/rows.csv, by_group.csv   every evaluation row of every seed
   <out>/figures/*.png            see experiments/figures.py
   <out>/report.md                tables with intervals over seeds, and the figures
-Rerunning resumes: trained runs are reused and evaluations already written are read back.
+Rerunning resumes: trained runs are reused and evaluations already written are read back,
+so a preempted batch job is restarted with the same command (README "Batch jobs").
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 import proxies
 from data import dyck
 from experiments import cli, evaluation, figures, report, rundir, tasks, training_run
-from models import checkpoints, training
+from models import checkpoints, mesh, training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--setting", default="reduced", help=f"one of: {', '.join(PLANS)}")
   parser.add_argument("--seeds", type=cli.int_list, default=None,
                       help="model seeds (default: the setting's; at least 3 for intervals)")
+  parser.add_argument("--depths", type=cli.int_list, default=None,
+                      help="training depths m to sweep, e.g. 8,10,12: one report each under "
+                      "<out>/m<depth> (default: the setting's, 10, straight into <out>)")
   parser.add_argument("--out", default=None, help="output directory (default: runs/reproduce-<setting>)")
   parser.add_argument("--data_dir", default=os.path.join(rundir.RUNS_ROOT, "tfds"),
                       help="where the TFDS datasets live (default: runs/tfds)")
@@ -79,6 +84,7 @@ def specs(plan: Plan, n_layers: int) -> list[proxies.ProxySpec]:
 def evaluate_cached(task, model_cfg, params, spec, run_dir: str, plan: Plan, n_fit: int,
                     log) -> tuple[list[dict], list[dict]]:
   """The evaluation of `spec` on `run_dir`, read back if an earlier run wrote it."""
+  mesh.barrier(f"cache-{run_dir}-{spec}")  # every process sees the same files below
   eval_dir = os.path.join(run_dir, "eval")
   stem = evaluation.file_stem(spec)
   paths = [os.path.join(eval_dir, f"{stem}{suffix}.json") for suffix in ("", "_by_group")]
@@ -90,27 +96,18 @@ def evaluate_cached(task, model_cfg, params, spec, run_dir: str, plan: Plan, n_f
   start = time.perf_counter()
   result = evaluation.evaluate(task, model_cfg, params, spec, splits=task.splits,
                                n_fit=n_fit, batch_size=plan.batch_size)
-  evaluation.write(result, eval_dir, stem)
+  if mesh.is_main():
+    evaluation.write(result, eval_dir, stem)
   log(f"  {stem}: {result.settings} setting(s) x {len(task.splits)} splits in "
       f"{time.perf_counter() - start:.1f} s ({result.compilations} compilation(s))")
   return result.rows, result.group_rows
 
 
-def main(argv: Sequence[str]) -> None:
-  args = parse(argv)
-  cli.check_choice("setting", args.setting, PLANS)
-  plan = PLANS[args.setting]
-  if args.seeds:
-    for seed in args.seeds:
-      cli.check_range("seed", seed, 0, 2**32 - 1)
-    plan = dataclasses.replace(plan, seeds=tuple(dict.fromkeys(args.seeds)))
-  out = args.out or os.path.join(rundir.RUNS_ROOT, f"reproduce-{args.setting}")
-  cli.ensure_writable(out)
-  cli.ensure_writable(args.data_dir)
-
+def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) -> str:
+  """Every seed x layer x proxy family at one training depth; returns the report's path."""
   clock = time.perf_counter()
   data_cfg = plan.data
-  task = tasks.DyckTask(data_cfg, args.data_dir)
+  task = tasks.DyckTask(data_cfg, data_dir)
   model_cfg = task.model_config(**dict(plan.model))
   n_fit = min(1000, data_cfg.n_train)
   rows, group_rows = [], []
@@ -119,31 +116,60 @@ def main(argv: Sequence[str]) -> None:
     run_dir = training_run.default_run_dir(task, train_cfg, root=out)
     params, accuracy = training_run.train(task, model_cfg, train_cfg, run_dir,
                                           log=lambda line: None)
-    print(f"seed {seed}: iid accuracy {accuracy:.4f} ({run_dir}; "
-          f"{time.perf_counter() - clock:.0f} s so far)", flush=True)
+    log(f"seed {seed}: iid accuracy {accuracy:.4f} ({run_dir}; "
+        f"{time.perf_counter() - clock:.0f} s so far)")
     for spec in specs(plan, model_cfg.n_layers):
-      r, g = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, print)
+      r, g = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log)
       rows += [dict(row, model_seed=seed) for row in r]
       group_rows += [dict(row, model_seed=seed) for row in g]
 
+  path = os.path.join(out, "report.md")
+  if not mesh.is_main():
+    return path
   rundir.write_csv(os.path.join(out, "rows.csv"), rows)
   rundir.write_csv(os.path.join(out, "by_group.csv"), group_rows)
   layers = list(range(model_cfg.n_layers))
   written = figures.all_figures(rows, group_rows, layers, task.splits, data_cfg.max_depth,
                                 os.path.join(out, "figures"))
-  setup = [f"Setting `{args.setting}`: Dyck-({data_cfg.n_types}, {data_cfg.max_depth}), "
+  setup = [f"Setting `{setting}`: Dyck-({data_cfg.n_types}, {data_cfg.max_depth}), "
            f"{data_cfg.n_train} training strings, {data_cfg.n_test} strings per test split; "
            f"model {model_cfg.n_layers} layers x {model_cfg.n_heads} head, d_model "
            f"{model_cfg.d_model}; {plan.train.steps} training steps; seeds "
            f"{', '.join(map(str, plan.seeds))}; proxies fitted on {n_fit} training strings.",
-           f"Made by `python -m experiments.reproduce --setting={args.setting}` in "
+           f"Made by `python -m experiments.reproduce --setting={setting}` in "
            f"{time.perf_counter() - clock:.0f} s (this invocation; resumed work not counted)."]
-  report.write(os.path.join(out, "report.md"), title="Dyck: interpretability illusions, reproduced",
+  report.write(path, title="Dyck: interpretability illusions, reproduced",
                setup=setup, rows=rows, group_rows=group_rows, splits=task.splits, layers=layers,
                train_depth=data_cfg.max_depth, figures=written)
-  print(f"wrote {out}/report.md, {len(written)} figures, rows.csv and by_group.csv "
-        f"in {time.perf_counter() - clock:.0f} s")
+  log(f"wrote {path}, {len(written)} figures, rows.csv and by_group.csv "
+      f"in {time.perf_counter() - clock:.0f} s")
+  return path
 
+
+def main(argv: Sequence[str]) -> None:
+  args = parse(argv)
+  mesh.initialize()  # every worker of a TPU pod slice runs this same command
+  log = (lambda line: print(line, flush=True)) if mesh.is_main() else (lambda line: None)
+  cli.check_choice("setting", args.setting, PLANS)
+  plan = PLANS[args.setting]
+  if args.seeds:
+    for seed in args.seeds:
+      cli.check_range("seed", seed, 0, 2**32 - 1)
+    plan = dataclasses.replace(plan, seeds=tuple(dict.fromkeys(args.seeds)))
+  depths = list(dict.fromkeys(args.depths or [plan.data.max_depth]))
+  plans = {}
+  for depth in depths:
+    try:
+      plans[depth] = dataclasses.replace(plan, data=dataclasses.replace(plan.data, max_depth=depth))
+    except ValueError as e:
+      raise cli.UsageError(f"depth {depth}: {e}") from None
+  out = args.out or os.path.join(rundir.RUNS_ROOT, f"reproduce-{args.setting}")
+  cli.ensure_writable(out)
+  cli.ensure_writable(args.data_dir)
+  for depth, depth_plan in plans.items():
+    # One depth writes straight into `out`; a sweep over depths, one folder per depth.
+    depth_out = out if args.depths is None else os.path.join(out, f"m{depth}")
+    reproduce_one_depth(args.setting, depth_plan, args.data_dir, depth_out, log)
 
 if __name__ == "__main__":
   cli.run_main(main, bad_input=(checkpoints.CheckpointError,),

@@ -66,3 +66,20 @@ def test_plans_are_valid_and_reduced_has_three_seeds():
   assert len(reproduce.PLANS["reduced"].seeds) >= 3 and len(reproduce.PLANS["full"].seeds) >= 3
   for plan in reproduce.PLANS.values():
     assert dataclasses.replace(plan.train, seed=1).seed == 1
+
+
+def test_a_sweep_over_depths_writes_one_report_per_depth(tmp_path):
+  with pytest.MonkeyPatch.context() as m:
+    m.setitem(reproduce.PLANS, "tiny", dataclasses.replace(TINY, ks=(2,), ranks=(8,)))
+    reproduce.main(["--setting=tiny", "--depths=3,4", "--seeds=5", f"--out={tmp_path}",
+                    f"--data_dir={tmp_path / 'tfds'}"])
+  for depth in (3, 4):
+    text = (tmp_path / f"m{depth}" / "report.md").read_text()
+    assert f"Dyck-(4, {depth})" in text and "seeds 5;" in text
+    assert (tmp_path / f"m{depth}" / f"dyck-k4-m{depth}-s5" / "checkpoints").is_dir()
+
+
+def test_an_impossible_depth_is_a_usage_error(tmp_path):
+  from experiments import cli
+  with pytest.raises(cli.UsageError, match="depth 0"):
+    reproduce.main(["--depths=0", f"--out={tmp_path}"])
