@@ -99,11 +99,11 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train:
 
 def format_table(rows: list[dict]) -> str:
   columns = [c for c in COLUMNS if any(c in r for r in rows)]
-  cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
+  cell = lambda v: f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
   widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}
   lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
   lines += ["  ".join(cell(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
-  return "\n".join(lines)
+  return "\n".join(line.rstrip() for line in lines)
 
 
 def main(argv: Sequence[str]) -> None:

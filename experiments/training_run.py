@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 from experiments import rundir, tasks
-from models import training, transformer
+from models import mesh, training, transformer
 
 
 def default_run_dir(task: tasks.DyckTask, train_cfg: training.TrainConfig,
@@ -19,7 +19,9 @@ def default_run_dir(task: tasks.DyckTask, train_cfg: training.TrainConfig,
 def train(task: tasks.DyckTask, model_cfg: transformer.ModelConfig,
           train_cfg: training.TrainConfig, run_dir: str,
           log: Callable[[str], None] = print) -> tuple[object, float]:
-  """Trains (or resumes) the run in `run_dir`; returns (params, iid accuracy)."""
+  """Trains (or resumes) the run in `run_dir`; returns (params, iid accuracy). In a
+  multi-process job every process calls it and only process 0 logs."""
+  log = log if mesh.is_main() else (lambda line: None)
   iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
   rundir.claim(run_dir, {"task": task.name, "data_dir": task.data_dir,
                          "data": dataclasses.asdict(task.config),
