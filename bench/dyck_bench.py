@@ -15,6 +15,11 @@ program (vmapped over the stacked proxy) against a loop of one jitted call per r
 compiled before timing. Prints the ratio loop / sweep, and the program's proxy-token
 evaluations per second (settings x non-PAD tokens / s).
 
+Part `mfu`: achieved FLOP/s of a training step of a character-sized model (d_model 512,
+4 layers, 8 heads, 512 positions, vocabulary 256) in bfloat16 with float32 master weights,
+FLOPs counted by XLA's cost analysis; as a fraction of the device's peak where the peak is
+known (PEAK_BF16_FLOPS), else the achieved rate alone.
+
 Part `memory`: peak resident memory of a fresh process that evaluates an svd sweep on 1x
 and on 10x the strings (the iid split repeated), side by side; streaming in fixed-shape
 batches should keep the ratio near 1.
@@ -129,6 +134,38 @@ def train_throughput(task, steps: int = 200):
         f"{cfg.batch_size} strings, {m.size} device(s), {jax.devices()[0].device_kind})")
 
 
+# Dense bf16 peak FLOP/s by device kind (vendor figures, without sparsity).
+PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100": 989e12,
+                   "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12,
+                   "NVIDIA A100-SXM4-40GB": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
+                   "TPU v5e": 197e12, "TPU v5p": 459e12}
+
+
+def mfu(steps: int = 20, batch_size: int = 32):
+  cfg = transformer.ModelConfig(vocab_size=256, seq_len=512, n_layers=4, n_heads=8,
+                                d_model=512, d_head=64, d_mlp=2048, dtype="bfloat16")
+  train_cfg = training.TrainConfig(batch_size=batch_size)
+  m = mesh.data_mesh()
+  batch_size = -(-batch_size // m.size) * m.size
+  state = training.initial_state(cfg, train_cfg, m)
+  step_fn = training.make_train_step(cfg, training.optimizer(train_cfg), 0, m)
+  tokens = np.random.default_rng(0).integers(1, 256, (batch_size, cfg.seq_len)).astype(np.int32)
+  flops = step_fn.lower(state, tokens, tokens).compile().cost_analysis()["flops"]
+  state, loss = step_fn(state, tokens, tokens)  # compile outside the timing
+  loss.block_until_ready()
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, loss = step_fn(state, tokens, tokens)
+  loss.block_until_ready()
+  achieved = flops * steps / (time.perf_counter() - start)
+  kind = jax.devices()[0].device_kind
+  peak = PEAK_BF16_FLOPS.get(kind)
+  share = (f"{achieved / (peak * m.size):.1%} of the bf16 peak ({peak * m.size / 1e12:.0f} "
+           f"TFLOP/s)" if peak else "peak unknown for this device")
+  print(f"mfu: {achieved / 1e12:.2f} TFLOP/s achieved, {share} (d_model 512 char model, "
+        f"batch {batch_size} x {cfg.seq_len}, bf16, {m.size} x {kind})")
+
+
 def memory_child(task, copies: int, ranks, batch_size: int) -> None:
   """Runs in a fresh process: evaluate `copies` x 500 iid strings, print peak RSS (MiB)."""
   model_cfg = task.model_config()
@@ -159,8 +196,8 @@ def memory_ratio(data_dir: str, ranks, batch_size: int) -> None:
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--part", choices=("all", "train", "throughput", "sweep", "memory",
-                                         "memory_child"), default="all")
+  parser.add_argument("--part", choices=("all", "train", "throughput", "mfu", "sweep",
+                                         "memory", "memory_child"), default="all")
   parser.add_argument("--copies", type=int, default=1, help=argparse.SUPPRESS)
   parser.add_argument("--data_dir", default=os.path.join("runs", "tfds"))
   parser.add_argument("--target", type=float, default=0.98)
@@ -180,9 +217,11 @@ def main():
     return memory_child(task, args.copies, ranks, args.batch_size)
   if args.part in ("all", "throughput"):
     train_throughput(task)
+  if args.part in ("all", "mfu"):
+    mfu()
   if args.part in ("all", "memory"):
     memory_ratio(args.data_dir, ranks, args.batch_size)
-  if args.part in ("throughput", "memory"):
+  if args.part in ("throughput", "mfu", "memory"):
     return
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
