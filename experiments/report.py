@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from experiments import aggregate
+from models import atomic
 
 FAMILIES = ("svd", "kmeans", "onehot", "weight_svd")
 
@@ -18,6 +19,13 @@ def _fmt(interval: tuple[float, float, float], digits: int = 3) -> str:
   if lo == hi:
     return f"{mean:.{digits}f}"
   return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _representatives(rows: list[dict], layers: Sequence[int]) -> list[aggregate.Setting]:
+  """Each family's representative setting on each layer, in table order."""
+  chosen = [aggregate.representative(rows, family, layer)
+            for layer in layers for family in FAMILIES]
+  return [s for s in chosen if s is not None]
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -86,20 +94,18 @@ def estimation_section(rows: list[dict], pooled: list[dict], layers: Sequence[in
          "representative setting of a family is its smallest rank / K whose iid agreement "
          "reaches 0.9 (else its most faithful one).", ""]
   body = []
-  for layer in layers:
-    for family in FAMILIES:
-      s = aggregate.representative(rows, family, layer)
-      if s is None or (s, "unseen_depth") not in diff:
-        continue
-      cells = [f"layer {layer}", aggregate.setting_label(s), _fmt(diff[(s, "unseen_depth")])]
-      verdicts = []
-      for name, (lo, hi) in ranges.items():
-        interval = aggregate.pooled_interval(
-            pooled, s, lambda r: lo <= int(r["bucket"]) <= hi,
-            lambda r: r["accuracy_proxy"] - r["accuracy_model"], lambda r: r["n"])
-        cells.append(_fmt(interval))
-        verdicts.append(f"{name}: {aggregate.verdict(interval)}")
-      body.append(cells + ["; ".join(verdicts[1:])])
+  for s in _representatives(rows, layers):
+    if (s, "unseen_depth") not in diff:
+      continue
+    cells = [f"layer {s[1]}", aggregate.setting_label(s), _fmt(diff[(s, "unseen_depth")])]
+    verdicts = []
+    for name, (lo, hi) in ranges.items():
+      interval = aggregate.pooled_interval(
+          pooled, s, lambda r: lo <= int(r["bucket"]) <= hi,
+          lambda r: r["accuracy_proxy"] - r["accuracy_model"], lambda r: r["n"])
+      cells.append(_fmt(interval))
+      verdicts.append(f"{name}: {aggregate.verdict(interval)}")
+    body.append(cells + ["; ".join(verdicts[1:])])
   return out + _table(["layer", "proxy", "unseen_depth", *ranges, "verdict"], body) + [""]
 
 
@@ -111,20 +117,17 @@ def bootstrap_section(rows: list[dict], splits: Sequence[str], layers: Sequence[
          "split (1,000 resamples), for each seed separately: how much of the spread comes "
          "from the finite test sets rather than from training.", ""]
   body = []
-  for layer in layers:
-    for family in FAMILIES:
-      s = aggregate.representative(rows, family, layer)
-      if s is None:
-        continue
-      for seed in sorted({r["model_seed"] for r in rows}):
-        cells = [f"layer {layer}", aggregate.setting_label(s), str(seed)]
-        for split in splits:
-          match = [r for r in rows if aggregate.setting(r) == s and r["split"] == split
-                   and r["model_seed"] == seed]
-          r = match[0] if match else {}
-          cells.append(_fmt((r.get("agreement") or math.nan, r.get("agreement_lo"),
-                             r.get("agreement_hi"))))
-        body.append(cells)
+  for s in _representatives(rows, layers):
+    for seed in sorted({r["model_seed"] for r in rows}):
+      cells = [f"layer {s[1]}", aggregate.setting_label(s), str(seed)]
+      for split in splits:
+        match = [r for r in rows if aggregate.setting(r) == s and r["split"] == split
+                 and r["model_seed"] == seed]
+        r = match[0] if match else {}
+        estimate = r.get("agreement")
+        cells.append(_fmt((math.nan if estimate is None else estimate, r.get("agreement_lo"),
+                           r.get("agreement_hi"))))
+      body.append(cells)
   return out + _table(["layer", "proxy", "seed"] + list(splits), body) + [""]
 
 
@@ -135,17 +138,13 @@ def error_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
          f"(shared errors), at depth ≤ {train_depth} and beyond it, all splits pooled; "
          "representative settings.", ""]
   body = []
-  for layer in layers:
-    for family in FAMILIES:
-      s = aggregate.representative(rows, family, layer)
-      if s is None:
-        continue
-      cells = [f"layer {layer}", aggregate.setting_label(s)]
-      for deep in (False, True):
-        cells.append(_fmt(aggregate.pooled_interval(
-            pooled, s, lambda r: (int(r["bucket"]) > train_depth) == deep,
-            lambda r: r["shared_errors"], lambda r: (1 - r["accuracy_model"]) * r["n"])))
-      body.append(cells)
+  for s in _representatives(rows, layers):
+    cells = [f"layer {s[1]}", aggregate.setting_label(s)]
+    for deep in (False, True):
+      cells.append(_fmt(aggregate.pooled_interval(
+          pooled, s, lambda r: (int(r["bucket"]) > train_depth) == deep,
+          lambda r: r["shared_errors"], lambda r: (1 - r["accuracy_model"]) * r["n"])))
+    body.append(cells)
   return out + _table(["layer", "proxy", f"depth ≤ {train_depth}", f"depth > {train_depth}"],
                       body) + [""]
 
@@ -153,8 +152,6 @@ def error_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
 def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
           group_rows: list[dict], splits: Sequence[str], layers: Sequence[int],
           train_depth: int, figures: Sequence[str]) -> None:
-  from models import atomic
-
   pooled = aggregate.pooled_buckets(group_rows, "depth")
   lines = [f"# {title}", ""] + list(setup) + [""]
   lines += model_section(rows, splits)
