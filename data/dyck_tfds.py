@@ -9,15 +9,13 @@ vocabulary, counts, length and depth statistics per split) is TFDS metadata:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 from collections.abc import Callable
+
 import numpy as np
-from absl import logging as absl_logging
 import tensorflow_datasets as tfds
 
-from data import dyck
+from data import dyck, tfds_io
 
 _VERSION = tfds.core.Version("1.0.0")
 
@@ -71,26 +69,13 @@ def builder(config: dyck.DyckConfig, data_dir: str) -> Dyck:
 
 def prepare(config: dyck.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> Dyck:
   """Generates the dataset unless it is already on disk; returns its builder."""
-  tfds.disable_progress_bar()
-  absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS narrates every step at INFO/WARNING
-  b = builder(config, data_dir)
-  if not b.is_prepared():
-    log(f"generating the Dyck splits into {b.data_dir}")
-    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading ..." here
-      b.download_and_prepare()
-  return b
+  return tfds_io.prepare(builder(config, data_dir), "the Dyck splits", log)
 
 
 def load(config: dyck.DyckConfig, data_dir: str, splits: tuple[str, ...] = dyck.SPLITS,
          log: Callable[[str], None] = print) -> dict[str, list[np.ndarray]]:
   """The requested splits, each a list of bracket-id arrays in generation order."""
-  sources = prepare(config, data_dir, log).as_data_source()
-  out = {}
-  for name in splits:
-    records = sources[name].__getitems__(range(len(sources[name])))
-    records.sort(key=lambda r: r["index"])
-    out[name] = [r["brackets"] for r in records]
-  return out
+  return tfds_io.read_splits(prepare(config, data_dir, log), splits, "brackets")
 
 
 def manifest(config: dyck.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> dict:

@@ -1,0 +1,110 @@
+"""The code corpus: reading, skipping, deduplication, splits, vocabulary, TFDS round trip."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data import code, code_tfds
+from tests import tiny
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+  root = tmp_path_factory.mktemp("trees")
+  py, c, perl = root / "py", root / "c", root / "perl"
+  for d in (py, c, perl, py / "pkg", py / "site-packages"):
+    d.mkdir()
+  for i in range(10):
+    (py / f"m{i}.py").write_text(f"def f{i}(x):\n\treturn x + {i}\n" * (i + 1))
+  (py / "pkg" / "deep.py").write_text("caf\u00e9 = 'd\u00e9j\u00e0 vu'\n")  # non-ASCII: OOV
+  (py / "copy.py").write_text((py / "m3.py").read_text())  # a duplicate
+  (py / "blob.py").write_bytes(b"x = 1\0\0\0")  # binary
+  (py / "latin.py").write_bytes(b"s = '\xe9t\xe9'\n")  # not UTF-8
+  (py / "site-packages" / "vendored.py").write_text("import this\n")  # not the tree's own
+  (py / "notes.txt").write_text("not python\n")
+  (c / "a.h").write_text("#define A 1\nint f(void);\n")
+  (c / "b.h").write_text("struct s { int x; };\n")
+  (perl / "M.pm").write_text("package M;\nsub f { return 1; }\n1;\n")
+  (root / "empty").mkdir()
+  return root
+
+
+def config(trees, **kw):
+  sources = (f"python={trees / 'py'}:*.py", f"c={trees / 'c'}:*.h",
+             f"perl={trees / 'perl'}:*.pm")
+  return code.CodeConfig(sources=sources, **kw)
+
+
+def test_files_are_read_skipped_deduplicated_and_counted(trees):
+  splits, manifest = code.build(config(trees, iid_fraction=0.2))
+  py = manifest["languages"]["python"]
+  assert py["files"] == 11  # m0..m9 and pkg/deep.py
+  assert {k: v for k, v in py["skipped"].items() if v} == {"binary": 1, "undecodable": 1,
+                                                          "duplicate": 1}
+  assert py["oov_chars"] == 3  # the é of café, the é and à of déjà
+  assert manifest["splits"]["iid"]["files"] == 2 and manifest["splits"]["train"]["files"] == 9
+  c_chars = len((trees / "c" / "a.h").read_text()) + len((trees / "c" / "b.h").read_text())
+  assert manifest["splits"]["ood_c"] == {"files": 2, "chars": c_chars}
+  assert manifest["splits"]["ood_perl"]["files"] == 1
+  paths = [p for name in ("train", "iid") for p, _ in splits[name]]
+  assert "pkg/deep.py" in paths and not any("site-packages" in p for p in paths)
+  assert len(manifest["vocab"]) == code.VOCAB_SIZE
+
+
+def test_split_is_by_file_and_the_seed_seeds(trees):
+  iid = lambda seed: sorted(p for p, _ in code.build(config(trees, seed=seed))[0]["iid"])
+  assert iid(0) == iid(0)
+  assert any(iid(0) != iid(s) for s in range(1, 6))
+  splits, _ = code.build(config(trees))
+  assert not {p for p, _ in splits["iid"]} & {p for p, _ in splits["train"]}
+
+
+def test_character_budget_caps_each_language(trees):
+  _, manifest = code.build(config(trees, max_chars=100))
+  assert manifest["languages"]["python"]["chars"] <= 100
+  assert manifest["languages"]["python"]["skipped"]["over_budget"] > 0
+
+
+def test_encode_maps_the_vocabulary_and_oov():
+  text = "def f(x):\n\treturn 'é'~"
+  ids = code.encode(text)
+  assert ids.dtype == np.uint8 and len(ids) == len(text)
+  assert code.decode(ids) == text.replace("é", "\ufffd")
+  assert (ids == code.OOV).sum() == 1 and ids.max() < code.PAD
+
+
+@pytest.mark.parametrize("source,needle", [
+    ("python={root}/nope:*.py", "does not exist or is not a directory"),
+    ("python={root}/empty:*.py", "has no *.py files"),
+    ("python={root}/py:*.bin", "has no *.bin files"),
+    ("python", "is not of the form language=directory:pattern"),
+])
+def test_an_empty_or_missing_directory_is_one_line_and_exit_2(trees, source, needle):
+  result = subprocess.run([sys.executable, "-m", "data.code", f"--source={source.format(root=trees)}"],
+                          cwd=tiny.ROOT, env=tiny.env(), capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_a_source_with_only_unusable_files_is_an_error(trees, tmp_path):
+  (tmp_path / "x.py").write_bytes(b"\0\0")
+  with pytest.raises(code.CorpusError, match="no readable text files .*binary 1"):
+    code.build(code.CodeConfig(sources=(f"python={tmp_path}:*.py",)))
+
+
+def test_tfds_round_trip_keeps_every_file_and_the_manifest(trees, tmp_path):
+  cfg = config(trees)
+  splits, manifest = code.build(cfg)
+  loaded = code_tfds.load(cfg, str(tmp_path), log=lambda line: None)
+  assert set(loaded) == set(splits)
+  for name, files in splits.items():
+    assert [code.decode(ids) for ids in loaded[name]] == [
+        text.replace("\u00e9", "\ufffd").replace("\u00e0", "\ufffd") for _, text in files]
+  assert code_tfds.manifest(cfg, str(tmp_path), log=lambda line: None)["splits"] == \
+      manifest["splits"]
+  assert os.path.isdir(tmp_path / "code_corpus" / cfg.name)
