@@ -21,11 +21,12 @@ from collections.abc import Sequence
 import jax
 
 import proxies
-from data import dyck, dyck_batch
+from data import dyck_batch
 from experiments import cli, evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
 
-COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "accuracy_proxy", "agreement",
+COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
+           "agreement",
            "attention_jsd", "tv", "kl", "shared_errors", "n")
 
 
@@ -51,15 +52,17 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                       help="bootstrap resamples of the strings for the intervals (default: 1000)")
   parser.add_argument("--n_fit", type=int, default=None,
                       help="training strings to fit on (default: 1000, or all if fewer)")
-  parser.add_argument("--scoring", default="murty", help=f"one of: {', '.join(dyck_batch.SCORINGS)}")
-  parser.add_argument("--splits", default=",".join(dyck.TEST_SPLITS),
-                      help="comma-separated splits (default: all test splits)")
+  parser.add_argument("--scoring", default=None,
+                      help=f"dyck: one of {', '.join(dyck_batch.SCORINGS)} (default: murty); "
+                      "code: all")
+  parser.add_argument("--splits", default=None,
+                      help="comma-separated splits (default: all test splits of the task)")
   parser.add_argument("--batch_size", type=int, default=256, help="sequences per batch")
   parser.add_argument("--out", default=None, help="also write the table to this JSON file")
   return parser.parse_args(argv)
 
 
-def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train: int):
+def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
   """Validates everything that depends on the run; returns the ProxySpec."""
   kind = proxies.KINDS[args.proxy]
   layer = args.layer % model_cfg.n_layers if -model_cfg.n_layers <= args.layer < 0 else args.layer
@@ -80,17 +83,19 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, n_train:
   for k in args.k:  # against the fitting set too, once it is collected
     cli.check_range("k", k, 1, evaluation.MAX_K)
   if args.n_fit is None:
-    args.n_fit = min(1000, n_train)
-  cli.check_range("n_fit", args.n_fit, 1, n_train, " (the training split's size)")
+    args.n_fit = min(1000, task.n_train)
+  cli.check_range("n_fit", args.n_fit, 1, task.n_train, " (the training split's size)")
   cli.check_range("batch_size", args.batch_size, 1, 1 << 16)
   if args.batch_size % jax.device_count():
     raise cli.UsageError(f"batch_size={args.batch_size} must be a multiple of the "
                          f"{jax.device_count()} devices")
   cli.check_range("seed", args.seed, 0, 2**32 - 1)
   cli.check_range("n_bootstrap", args.n_bootstrap, 1, 100_000)
-  cli.check_choice("scoring", args.scoring, dyck_batch.SCORINGS)
+  args.scoring = args.scoring or task.scorings[0]
+  cli.check_choice("scoring", args.scoring, task.scorings)
+  args.splits = args.splits if args.splits is not None else ",".join(task.splits)
   for split in args.splits.split(","):
-    cli.check_choice("split", split, dyck.TEST_SPLITS)
+    cli.check_choice("split", split, task.splits)
   options = tuple((name, args.seed if name == "seed" else getattr(args, name))
                   for name in kind.options)
   values = {"rank": tuple(args.rank), "k": tuple(args.k), None: ()}[kind.sweep]
@@ -113,7 +118,7 @@ def main(argv: Sequence[str]) -> None:
   cli.check_choice("proxy", args.proxy, list(proxies.KINDS))
   run_dir = args.run or rundir.latest_run()
   task, model_cfg, train_cfg = tasks.from_run_config(rundir.read_config(run_dir), run_dir)
-  spec = check(args, model_cfg, task.config.n_train)
+  spec = check(args, model_cfg, task)
   eval_dir = os.path.join(run_dir, "eval")
   cli.ensure_writable(eval_dir)
   if args.out:

@@ -10,10 +10,11 @@ runs/<task>-k<types>-m<depth>-s<seed>) gets config.json, metrics.jsonl and check
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Sequence
 
-from data import dyck
+from data import code, dyck
 from experiments import cli, rundir, tasks, training_run
 from models import checkpoints, mesh, training, transformer
 
@@ -26,27 +27,52 @@ def parse(argv: Sequence[str]):
                       help="where the TFDS datasets live (default: runs/tfds)")
   cli.add_dataclass_flags(parser, dyck.DyckConfig, skip=("seed",),
                           rename={"max_depth": "depth", "n_types": "types"})
-  cli.add_dataclass_flags(parser, transformer.ModelConfig, skip=("vocab_size", "seq_len"))
+  parser.add_argument("--source", action="append", default=None,
+                      help="code: language=directory:pattern, repeatable (default: the Python "
+                      "stdlib, /usr/include *.h, /usr/share/perl *.pm)")
+  parser.add_argument("--train_language", default="python", help="code: (default: python)")
+  parser.add_argument("--max_chars", type=int, default=code.CodeConfig.max_chars,
+                      help="code: characters per language (default: 20,000,000)")
+  # Model fields left unset take the task's defaults (code: 4 heads, d_model 256).
+  cli.add_dataclass_flags(parser, transformer.ModelConfig, skip=("vocab_size", "seq_len"),
+                          unset=True)
   cli.add_dataclass_flags(parser, training.TrainConfig)
   parser.add_argument("--data_seed", type=int, default=0, help="seed of the data (default: 0)")
   return parser.parse_args(argv)
+
+
+def make_task(args: argparse.Namespace):
+  if args.task == "dyck":
+    return tasks.DyckTask(cli.from_flags(dyck.DyckConfig, args, seed=args.data_seed),
+                          args.data_dir)
+  try:
+    config = code.CodeConfig(sources=tuple(args.source or code.default_sources()),
+                             train_language=args.train_language, max_chars=args.max_chars,
+                             seed=args.data_seed)
+  except code.CorpusError as e:
+    raise cli.UsageError(str(e)) from None
+  return tasks.CodeTask(config, args.data_dir)
 
 
 def main(argv: Sequence[str]) -> None:
   args = parse(argv)
   mesh.initialize()  # a multi-process job, if the environment describes one
   cli.check_choice("task", args.task, tasks.TASKS)
-  data_cfg = cli.from_flags(dyck.DyckConfig, args, seed=args.data_seed)
   train_cfg = cli.from_flags(training.TrainConfig, args)
-  task = tasks.DyckTask(data_cfg, args.data_dir)
-  model_cfg = cli.from_flags(transformer.ModelConfig, args, vocab_size=task.vocab.size,
-                             seq_len=task.seq_len)
+  task = make_task(args)
+  model_flags = {k: v for k, v in vars(args).items()
+                 if k in {f.name for f in dataclasses.fields(transformer.ModelConfig)}
+                 and v is not None}
+  try:
+    model_cfg = task.model_config(**model_flags)
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from None
   run_dir = args.workdir or training_run.default_run_dir(task, train_cfg)
   cli.ensure_writable(run_dir)
   cli.ensure_writable(args.data_dir)
   _, accuracy = training_run.train(task, model_cfg, train_cfg, run_dir)
   if mesh.is_main():
-    print(f"done: iid accuracy {accuracy:.4f} (Murty positions); "
+    print(f"done: iid accuracy {accuracy:.4f} ({task.accuracy_note}); "
           f"evaluate with `python evaluate.py --run={run_dir}`")
 
 if __name__ == "__main__":

@@ -63,15 +63,17 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = (),
-                        rename: dict[str, str] | None = None) -> None:
-  """One `--field` flag per int/float/str field of dataclass `cls` (default: the field's)."""
+                        rename: dict[str, str] | None = None, unset: bool = False) -> None:
+  """One `--field` flag per int/float/str field of dataclass `cls` (default: the field's;
+  with `unset`, None, so that the caller can tell a flag given from one left out)."""
   rename = rename or {}
   for f in dataclasses.fields(cls):
     if f.name in skip or f.type not in ("int", "float", "str"):
       continue
-    parser.add_argument(f"--{rename.get(f.name, f.name)}", dest=f.name, default=f.default,
+    parser.add_argument(f"--{rename.get(f.name, f.name)}", dest=f.name,
+                        default=None if unset else f.default,
                         type={"int": int, "float": float, "str": str}[f.type],
-                        help=f"(default: {f.default})")
+                        help="(default: the task's)" if unset else f"(default: {f.default})")
 
 
 def from_flags(cls, args: argparse.Namespace, **extra):

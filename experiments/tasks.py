@@ -14,12 +14,12 @@ import functools
 import jax
 import numpy as np
 
-from data import dyck, dyck_batch, dyck_tfds
+from data import code, code_batch, code_tfds, dyck, dyck_batch, dyck_tfds
 from experiments import cli
 from models import mesh as mesh_lib, training, transformer
 from proxies import faithfulness, metrics
 
-TASKS = ("dyck",)
+TASKS = ("dyck", "code")
 
 # Distance buckets: a close whose open is d tokens back falls in [edge_i, edge_i+1).
 DISTANCE_EDGES = (1, 5, 10, 20, 40, 80)
@@ -38,6 +38,16 @@ class DyckTask:
   @property
   def pad_id(self) -> int:
     return self.vocab.pad
+
+  scorings = dyck_batch.SCORINGS
+  accuracy_note = "Murty positions"
+
+  @property
+  def n_train(self) -> int:
+    return self.config.n_train
+
+  def run_name(self, seed: int) -> str:
+    return f"{self.name}-k{self.config.n_types}-m{self.config.max_depth}-s{seed}"
 
   def model_config(self, **overrides) -> transformer.ModelConfig:
     return transformer.ModelConfig(vocab_size=self.vocab.size, seq_len=self.seq_len,
@@ -93,11 +103,91 @@ class DyckTask:
     return metrics.Decision(k, 2 * k, threshold=0.8 if scoring == "yao" else None)
 
 
+class CodeTask:
+  """Next-character prediction on source code: train on one language, test on held-out
+  files of it (`iid`) and on other languages (`ood_<language>`)."""
+
+  name = "code"
+  seq_len = 256
+  n_eval = 500  # windows per test split
+  # SPEC §3.2: small but wide enough to form induction heads. Flags override each field.
+  model_defaults = {"n_heads": 4, "d_model": 256, "d_head": 64, "d_mlp": 1024}
+
+  def __init__(self, config: code.CodeConfig, data_dir: str):
+    self.config = config
+    self.data_dir = data_dir
+    languages = [code.parse_source(s)[0] for s in config.sources]
+    self.splits = ("iid",) + tuple(f"ood_{lang}" for lang in languages
+                                   if lang != config.train_language)
+
+  pad_id = code.PAD
+  scorings = ("all",)  # every position, argmax over the characters
+  accuracy_note = "next character"
+
+  def run_name(self, seed: int) -> str:
+    return f"{self.name}-{self.config.train_language}-s{seed}"
+
+  def model_config(self, **overrides) -> transformer.ModelConfig:
+    return transformer.ModelConfig(vocab_size=code.VOCAB_SIZE, seq_len=self.seq_len,
+                                   **{**self.model_defaults, **overrides})
+
+  @functools.cached_property
+  def data(self) -> dict[str, np.ndarray]:
+    """Each split as one stream of character ids (process 0 builds, the others wait)."""
+    try:
+      if not mesh_lib.is_main():
+        mesh_lib.barrier("code-data")
+      files = code_tfds.load(self.config, self.data_dir)
+      if mesh_lib.is_main():
+        mesh_lib.barrier("code-data")
+    except code.CorpusError as e:
+      raise cli.UsageError(str(e)) from None
+    return {name: code_batch.stream(f) for name, f in files.items()}
+
+  def manifest(self) -> dict:
+    return code_tfds.manifest(self.config, self.data_dir)
+
+  def train_batches(self, batch_size: int, seed: int) -> code_batch.WindowSampler:
+    try:
+      return code_batch.WindowSampler(self.data["train"], self.seq_len, batch_size, seed)
+    except ValueError as e:
+      raise cli.UsageError(str(e)) from None
+
+  def fit_inputs(self, n: int) -> np.ndarray:
+    return code_batch.windows(self.data["train"], self.seq_len, n)["inputs"]
+
+  @property
+  def n_train(self) -> int:
+    return (len(self.data["train"]) - 1) // self.seq_len  # windows to fit proxies on
+
+  @functools.cached_property
+  def groups(self) -> dict[str, list[str]]:
+    both = [f"{c} / {w}" for c in code_batch.CATEGORIES for w in code_batch.WORD]
+    return {"category": list(code_batch.CATEGORIES), "word": list(code_batch.WORD),
+            "category_word": both}
+
+  @functools.cache
+  def eval_arrays(self, split: str, scoring: str = "all") -> dict[str, np.ndarray]:
+    a = code_batch.windows(self.data[split], self.seq_len, self.n_eval)
+    if not len(a["inputs"]):
+      raise cli.UsageError(f"split {split!r} has {len(self.data[split])} characters, fewer "
+                           f"than one window of {self.seq_len + 1}")
+    a["category_word"] = a["category"] * len(code_batch.WORD) + a["word"]
+    return a
+
+  def decision(self, scoring: str = "all") -> metrics.Decision:
+    return metrics.Decision(0, code.PAD)  # argmax over every character but PAD
+
+
 def from_run_config(config: dict, run_dir: str):
   """(task, model config, train config) of a run's config.json; UsageError if malformed."""
   cli.check_choice("task", config.get("task"), TASKS)
   try:
-    task = DyckTask(dyck.DyckConfig(**config["data"]), config["data_dir"])
+    if config["task"] == "dyck":
+      task = DyckTask(dyck.DyckConfig(**config["data"]), config["data_dir"])
+    else:
+      data = {**config["data"], "sources": tuple(config["data"]["sources"])}
+      task = CodeTask(code.CodeConfig(**data), config["data_dir"])
     model_cfg = transformer.ModelConfig.from_dict(config["model"])
     train_cfg = training.TrainConfig(**config["train"])
   except (KeyError, TypeError, ValueError) as e:

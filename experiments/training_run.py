@@ -10,13 +10,11 @@ from experiments import rundir, tasks
 from models import mesh, training, transformer
 
 
-def default_run_dir(task: tasks.DyckTask, train_cfg: training.TrainConfig,
-                    root: str = rundir.RUNS_ROOT) -> str:
-  c = task.config
-  return os.path.join(root, f"{task.name}-k{c.n_types}-m{c.max_depth}-s{train_cfg.seed}")
+def default_run_dir(task, train_cfg: training.TrainConfig, root: str = rundir.RUNS_ROOT) -> str:
+  return os.path.join(root, task.run_name(train_cfg.seed))
 
 
-def train(task: tasks.DyckTask, model_cfg: transformer.ModelConfig,
+def train(task, model_cfg: transformer.ModelConfig,
           train_cfg: training.TrainConfig, run_dir: str,
           log: Callable[[str], None] = print) -> tuple[object, float]:
   """Trains (or resumes) the run in `run_dir`; returns (params, iid accuracy). In a

@@ -22,7 +22,7 @@ from proxies import base, metrics
 
 # Sums returned by the program; [B] (or per group [G]) for the model, [P, B] ([P, G]) for
 # the proxies. `both_wrong` counts scored positions where model and proxy both err.
-MODEL_SUMS = ("n_scored", "n_query", "correct_model")
+MODEL_SUMS = ("n_scored", "n_query", "correct_model", "nll_model")
 PROXY_SUMS = ("correct_proxy", "agree", "both_wrong", "tv", "kl", "attention_jsd")
 SUMS = MODEL_SUMS + PROXY_SUMS
 
@@ -61,10 +61,14 @@ class FaithfulnessProgram:
       probs_PxBxLxV = jax.nn.softmax(logits_PxBxLxV)
       correct_model = decision.correct(logits_BxLxV, gold_BxL)
       correct_proxy = decision.correct(logits_PxBxLxV, gold_BxL)
+      log_probs_BxLxV = jax.nn.log_softmax(logits_BxLxV)
+      gold_log_prob_BxL = jnp.take_along_axis(
+          log_probs_BxLxV, jnp.clip(gold_BxL, 0, None)[..., None], axis=-1)[..., 0]
       per_position = {
           "n_scored": scored,
           "n_query": query,
           "correct_model": correct_model * scored,
+          "nll_model": -gold_log_prob_BxL * scored,
           "correct_proxy": correct_proxy * scored,
           "agree": (decision.predict(logits_PxBxLxV) == decision.predict(logits_BxLxV)) * scored,
           "both_wrong": (~correct_model & ~correct_proxy) * scored,
@@ -101,7 +105,8 @@ def derive(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Metrics from sums whose MODEL_SUMS have shape [...] and PROXY_SUMS [P, ...]; each
   metric comes out [P, ...] (NaN where nothing was counted).
 
-  shared_errors: of the model's errors, the fraction the proxy makes too (a proxy that
+  bits_model: the model's cross-entropy on the gold token, in bits per scored position (bits
+  per character for code); shared_errors: of the model's errors, the fraction the proxy makes too (a proxy that
   explains the model's mistakes scores 1); error_overlap: the Jaccard index of the two
   error sets (1 when model and proxy err on exactly the same positions)."""
   s = {k: np.asarray(v, np.float64) for k, v in sums.items()}
@@ -110,6 +115,7 @@ def derive(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   with np.errstate(invalid="ignore", divide="ignore"):
     return {
         "accuracy_model": np.broadcast_to(s["correct_model"] / n, shape),
+        "bits_model": np.broadcast_to(s["nll_model"] / n / np.log(2), shape),
         "accuracy_proxy": s["correct_proxy"] / n,
         "agreement": s["agree"] / n,
         "attention_jsd": s["attention_jsd"] / s["n_query"],

@@ -13,8 +13,8 @@ from jax.scipy.special import xlogy
 
 
 def kl_divergence(p: jax.Array, q: jax.Array) -> jax.Array:
-  """KL(p || q); infinite where q = 0 < p."""
-  return jnp.sum(xlogy(p, p) - xlogy(p, q), axis=-1)
+  """KL(p || q); infinite where q = 0 < p (never below 0: rounding can leave -1e-9)."""
+  return jnp.maximum(jnp.sum(xlogy(p, p) - xlogy(p, q), axis=-1), 0.0)
 
 
 def entropy(p: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
 """The code corpus: reading, skipping, deduplication, splits, vocabulary, TFDS round trip."""
 
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,46 @@ def test_tfds_round_trip_keeps_every_file_and_the_manifest(trees, tmp_path):
   assert code_tfds.manifest(cfg, str(tmp_path), log=lambda line: None)["splits"] == \
       manifest["splits"]
   assert os.path.isdir(tmp_path / "code_corpus" / cfg.name)
+
+
+@pytest.fixture(scope="module")
+def code_trees(tmp_path_factory):
+  """Sources long enough for 256-character windows in every split."""
+  root = tmp_path_factory.mktemp("code_trees")
+  for language, suffix, template in (
+      ("py", "py", "def f_{i}_{j}(value):\n    total = value + {j}\n    return total\n\n"),
+      ("c", "h", "#define MACRO_{i}_{j} {j}\nint func_{i}_{j}(int x);\n"),
+      ("perl", "pm", "sub s_{i}_{j} {{ my $x = shift; return $x + {j}; }}\n")):
+    (root / language).mkdir()
+    for i in range(12):
+      (root / language / f"f{i}.{suffix}").write_text(
+          "".join(template.format(i=i, j=j) for j in range(12)))
+  return root
+
+
+def test_train_and_evaluate_the_code_task_end_to_end(code_trees, tmp_path):
+  sources = [f"--source=python={code_trees / 'py'}:*.py", f"--source=c={code_trees / 'c'}:*.h",
+             f"--source=perl={code_trees / 'perl'}:*.pm"]
+  result = tiny.run(os.path.join(tiny.ROOT, "train.py"), "--task=code", *sources,
+                    "--d_model=32", "--d_head=8", "--n_heads=2", "--d_mlp=64", "--steps=20",
+                    "--log_every=10", "--eval_every=10", "--checkpoint_every=10",
+                    "--batch_size=8", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "iid accuracy" in result.stdout and "(next character)" in result.stdout
+  out = tmp_path / "rows.json"
+  result = tiny.run(os.path.join(tiny.ROOT, "evaluate.py"), "--proxy=kmeans", "--k=2,4",
+                    "--n_fit=4", "--batch_size=8", "--n_bootstrap=20", f"--out={out}",
+                    cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = json.loads(out.read_text())
+  assert {r["split"] for r in rows} == {"iid", "ood_c", "ood_perl"}
+  assert all(r["bits_model"] > 0 and r["n"] > 0 for r in rows)
+  eval_dir = tmp_path / "runs" / "code-python-s0" / "eval"
+  groups = json.loads((eval_dir / "kmeans_layer1_head0_q+k_2-4_by_group.json").read_text())
+  assert {g["group"] for g in groups} == {"category", "word", "category_word"}
+  repeated = [g for g in groups if g["group"] == "word" and g["bucket"] == "repeated word"]
+  assert repeated and all(g["n"] > 0 for g in repeated)
+  for split in ("iid", "ood_c"):  # the buckets of a group partition the split's positions
+    total = sum(g["n"] for g in groups if g["group"] == "category" and g["split"] == split
+                and g["k"] == 2)
+    assert total == next(r["n"] for r in rows if r["split"] == split and r["k"] == 2)

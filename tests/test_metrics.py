@@ -47,7 +47,7 @@ def split_result():
   """Two proxy settings over two strings, each string with 2 scored positions."""
   sums = {
       "n_scored": np.array([2.0, 2.0]), "n_query": np.array([4.0, 6.0]),
-      "correct_model": np.array([2.0, 1.0]),
+      "correct_model": np.array([2.0, 1.0]), "nll_model": np.array([0.0, 4 * np.log(2)]),
       "correct_proxy": np.array([[1.0, 1.0], [2.0, 1.0]]),
       "agree": np.array([[1.0, 0.0], [2.0, 2.0]]),
       "both_wrong": np.array([[0.0, 0.0], [0.0, 1.0]]),
@@ -61,7 +61,8 @@ def split_result():
 def test_split_summary_divides_sums_by_counts():
   rows = split_result().summary()
   # Setting 0 errs on 2 positions, the model on 1 other: no error in common.
-  assert rows[0] == {"accuracy_model": 0.75, "accuracy_proxy": 0.5, "agreement": 0.25,
+  assert rows[0] == {"accuracy_model": 0.75, "bits_model": 1.0, "accuracy_proxy": 0.5,
+                     "agreement": 0.25,
                      "attention_jsd": 0.2, "tv": 0.25, "kl": 0.25, "shared_errors": 0.0,
                      "error_overlap": 0.0, "n": 4}
   # Setting 1 errs exactly where the model errs.
@@ -84,7 +85,8 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_strings(
   def result(n):
     agree = (rng.random(n) < 0.7).astype(float) * 4
     sums = {"n_scored": np.full(n, 4.0), "n_query": np.full(n, 8.0),
-            "correct_model": np.full(n, 4.0), "correct_proxy": agree[None],
+            "correct_model": np.full(n, 4.0), "nll_model": np.zeros(n),
+            "correct_proxy": agree[None],
             "agree": agree[None], "both_wrong": np.zeros((1, n)), "tv": np.zeros((1, n)),
             "kl": np.zeros((1, n)), "attention_jsd": np.zeros((1, n))}
     return faithfulness.SplitResult(sums, {})
