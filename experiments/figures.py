@@ -36,7 +36,7 @@ def _band(ax, x, intervals, label, **style):
                   color=line.get_color(), alpha=0.15, linewidth=0)
 
 
-def _label(ax, xlabel: str, ylabel: str, title: str, train_depth: int | None = None) -> None:
+def label_axes(ax, xlabel: str, ylabel: str, title: str, train_depth: int | None = None) -> None:
   if train_depth is not None:
     ax.axvline(train_depth + 0.5, color="grey", linestyle=":",
                label=f"training depth {train_depth}")
@@ -46,7 +46,7 @@ def _label(ax, xlabel: str, ylabel: str, title: str, train_depth: int | None = N
   ax.grid(alpha=0.3)
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -74,9 +74,9 @@ def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str
         values = sorted(v for s, v in stats if s == split)
         _band(ax, values, [stats[(split, v)] for v in values], split)
       ax.set_xscale("log", base=2)
-      _label(ax, SWEEP_AXIS[proxy], metric.replace("_", " "), f"{proxy}, layer {layer}")
+      label_axes(ax, SWEEP_AXIS[proxy], metric.replace("_", " "), f"{proxy}, layer {layer}")
   axes[0][0].legend(fontsize=8)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def accuracy_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting],
@@ -87,11 +87,11 @@ def accuracy_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting],
   for s in settings:
     _band(ax, *_by_depth(pooled, s, "accuracy_proxy"), aggregate.setting_label(s),
           linestyle="--")
-  _label(ax, "depth of the bracket to close", "accuracy (scored closes)",
+  label_axes(ax, "depth of the bracket to close", "accuracy (scored closes)",
          f"accuracy by depth, layer {settings[0][1]} simplified (all splits pooled)",
          train_depth)
   ax.legend(fontsize=8)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def divergence_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting],
@@ -102,10 +102,10 @@ def divergence_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting
                            (axes[1], "tv", "total variation of next-token distributions")):
     for s in settings:
       _band(ax, *_by_depth(pooled, s, metric), aggregate.setting_label(s))
-    _label(ax, "key depth (depth of the matching open bracket)", name,
+    label_axes(ax, "key depth (depth of the matching open bracket)", name,
            f"layer {settings[0][1]}", train_depth)
   axes[0].legend(fontsize=8)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def all_figures(rows: list[dict], group_rows: list[dict], layers: Sequence[int],

@@ -8,6 +8,12 @@ import tempfile
 TMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_text(path: str, text: str) -> None:
   """Replaces `path` with `text`; a reader (or a crash) never sees half a file."""
   directory = os.path.dirname(os.path.abspath(path))
@@ -18,6 +24,7 @@ def write_text(path: str, text: str) -> None:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would have
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

@@ -152,3 +152,20 @@ def test_train_and_evaluate_the_code_task_end_to_end(code_trees, tmp_path):
     total = sum(g["n"] for g in groups if g["group"] == "category" and g["split"] == split
                 and g["k"] == 2)
     assert total == next(r["n"] for r in rows if r["split"] == split and r["k"] == 2)
+
+
+def test_code_gaps_figure_and_table(tmp_path):
+  from experiments import code_gaps
+
+  groups = [{"group": "category_word", "split": split, "rank": 4, "bucket": bucket,
+             "agreement": agreement, "n": 10}
+            for split, values in (("iid", (0.9, 0.8)), ("ood_c", (0.85, 0.5)))
+            for bucket, agreement in zip(("whitespace / outside word",
+                                          "identifier / repeated word"), values)]
+  groups.append({"group": "word", "split": "iid", "rank": 4, "bucket": "x", "agreement": 0.1,
+                 "n": 1})  # another group: ignored
+  png, md = code_gaps.write(groups, 4, "svd_test", str(tmp_path))
+  assert open(png, "rb").read(4) == b"\x89PNG"
+  table = open(md).read()
+  assert "| identifier / repeated word | 0.800 (10) | +0.300 (10) |" in table
+  assert "| whitespace / outside word | 0.900 (10) | +0.050 (10) |" in table
