@@ -58,12 +58,8 @@ class DyckTask:
     """Every split, generated on first use. In a multi-process job process 0 generates
     and the others wait for it, then read."""
     try:
-      if not mesh_lib.is_main():
-        mesh_lib.barrier("dyck-data")
-      data = dyck_tfds.load(self.config, self.data_dir)
-      if mesh_lib.is_main():
-        mesh_lib.barrier("dyck-data")
-      return data
+      return mesh_lib.main_first("dyck-data",
+                                 lambda: dyck_tfds.load(self.config, self.data_dir))
     except dyck.SplitError as e:  # the user's config asks for a split that cannot be made
       raise cli.UsageError(str(e)) from None
 
@@ -135,11 +131,8 @@ class CodeTask:
   def data(self) -> dict[str, np.ndarray]:
     """Each split as one stream of character ids (process 0 builds, the others wait)."""
     try:
-      if not mesh_lib.is_main():
-        mesh_lib.barrier("code-data")
-      files = code_tfds.load(self.config, self.data_dir)
-      if mesh_lib.is_main():
-        mesh_lib.barrier("code-data")
+      files = mesh_lib.main_first("code-data",
+                                  lambda: code_tfds.load(self.config, self.data_dir))
     except code.CorpusError as e:
       raise cli.UsageError(str(e)) from None
     return {name: code_batch.stream(f) for name, f in files.items()}

@@ -112,3 +112,14 @@ def to_host(tree):
 def barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def main_first(name: str, fn):
+  """fn() on process 0, then on every other process (which wait for it): e.g. generate a
+  dataset once, then read it everywhere."""
+  if not is_main():
+    barrier(name)
+  result = fn()
+  if is_main():
+    barrier(name)
+  return result
