@@ -5,6 +5,7 @@
   python evaluate.py --proxy=kmeans --k=2,4,8,16,32
   python evaluate.py --proxy=onehot
   python evaluate.py --proxy=weight_svd --rank=4
+  python evaluate.py --task=code --proxy=svd --rank=4 --layer=1 --head=3
 
 Uses the latest run under runs/ (or --run=DIR). The whole sweep (every rank or K) and the
 model run in one compiled program. The table is printed and written to <run>/eval/ as JSON
@@ -33,6 +34,9 @@ COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accur
 def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--run", default=None, help="run directory (default: the latest under runs/)")
+  parser.add_argument("--task", default=None,
+                      help=f"with no --run, the latest run of this task ({', '.join(tasks.TASKS)}); "
+                      "with --run, checked against it")
   parser.add_argument("--proxy", default="svd", help=f"one of: {', '.join(proxies.KINDS)}")
   parser.add_argument("--rank", type=cli.int_list, default=[4],
                       help="svd, weight_svd: rank(s) to keep, e.g. 4 or 1,2,4,8 (one compiled sweep)")
@@ -116,8 +120,13 @@ def main(argv: Sequence[str]) -> None:
   mesh.initialize()  # a multi-process job, if the environment describes one
   say = print if mesh.is_main() else (lambda *a, **k: None)
   cli.check_choice("proxy", args.proxy, list(proxies.KINDS))
-  run_dir = args.run or rundir.latest_run()
-  task, model_cfg, train_cfg = tasks.from_run_config(rundir.read_config(run_dir), run_dir)
+  if args.task is not None:
+    cli.check_choice("task", args.task, tasks.TASKS)
+  run_dir = args.run or rundir.latest_run(task=args.task)
+  config = rundir.read_config(run_dir)
+  if args.task is not None and config.get("task") != args.task:
+    raise cli.UsageError(f"run {run_dir!r} is a {config.get('task')} run, not {args.task}")
+  task, model_cfg, train_cfg = tasks.from_run_config(config, run_dir)
   spec = check(args, model_cfg, task)
   eval_dir = os.path.join(run_dir, "eval")
   cli.ensure_writable(eval_dir)

@@ -69,15 +69,18 @@ def claim(run_dir: str, config: dict) -> None:
   mesh.barrier("run-config-written")
 
 
-def latest_run(root: str = RUNS_ROOT) -> str:
-  """The most recently trained run under `root` (by its newest checkpoint)."""
+def latest_run(root: str = RUNS_ROOT, task: str | None = None) -> str:
+  """The most recently trained run under `root` (by its newest checkpoint), of `task` if
+  given."""
   candidates = []
   if os.path.isdir(root):
     for name in os.listdir(root):
       ckpts = os.path.join(root, name, "checkpoints")
       if os.path.exists(os.path.join(root, name, CONFIG)) and os.path.isdir(ckpts):
-        candidates.append((os.path.getmtime(ckpts), os.path.join(root, name)))
+        if task is None or read_config(os.path.join(root, name)).get("task") == task:
+          candidates.append((os.path.getmtime(ckpts), os.path.join(root, name)))
   if not candidates:
-    raise UsageError(f"no trained run under {root!r}; train one with "
-                     "`python train.py --task=dyck` or pass --run=DIR")
+    what = f"{task} run" if task else "run"
+    raise UsageError(f"no trained {what} under {root!r}; train one with "
+                     f"`python train.py --task={task or 'dyck'}` or pass --run=DIR")
   return max(candidates)[1]

@@ -136,7 +136,8 @@ def test_train_and_evaluate_the_code_task_end_to_end(code_trees, tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert "iid accuracy" in result.stdout and "(next character)" in result.stdout
   out = tmp_path / "rows.json"
-  result = tiny.run(os.path.join(tiny.ROOT, "evaluate.py"), "--proxy=kmeans", "--k=2,4",
+  result = tiny.run(os.path.join(tiny.ROOT, "evaluate.py"), "--task=code", "--proxy=kmeans",
+                    "--k=2,4",
                     "--n_fit=4", "--batch_size=8", "--n_bootstrap=20", f"--out={out}",
                     cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -148,6 +149,8 @@ def test_train_and_evaluate_the_code_task_end_to_end(code_trees, tmp_path):
   assert {g["group"] for g in groups} == {"category", "word", "category_word"}
   repeated = [g for g in groups if g["group"] == "word" and g["bucket"] == "repeated word"]
   assert repeated and all(g["n"] > 0 for g in repeated)
+  wrong = tiny.run(os.path.join(tiny.ROOT, "evaluate.py"), "--task=dyck", cwd=tmp_path)
+  assert wrong.returncode == 2 and "no trained dyck run" in wrong.stderr
   for split in ("iid", "ood_c"):  # the buckets of a group partition the split's positions
     total = sum(g["n"] for g in groups if g["group"] == "category" and g["split"] == split
                 and g["k"] == 2)
