@@ -27,8 +27,7 @@ from experiments import cli, evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
 
 COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
-           "agreement",
-           "attention_jsd", "tv", "kl", "shared_errors", "n")
+           "agreement", "attention_jsd", "tv", "kl", "shared_errors", "n")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -140,14 +139,14 @@ def main(argv: Sequence[str]) -> None:
   fitted_on = {"activations": f"fitted on {args.n_fit} training strings",
                "weights": "fitted on the head's weights", "nothing": "nothing to fit"}
   say(f"run {run_dir}: {args.proxy} on layer {spec.layer} head {spec.head} "
-        f"({'+'.join(spec.sites)}), {fitted_on[proxies.KINDS[args.proxy].fits_on]}")
+      f"({'+'.join(spec.sites)}), {fitted_on[proxies.KINDS[args.proxy].fits_on]}")
   result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
                                scoring=args.scoring, n_fit=args.n_fit,
                                batch_size=args.batch_size, seed=args.seed,
                                n_bootstrap=args.n_bootstrap)
   say(format_table(result.rows))
   say(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
-        f"proxy setting(s) x {len(splits)} split(s)")
+      f"proxy setting(s) x {len(splits)} split(s)")
 
   if not mesh.is_main():
     return  # files are written once, by process 0
@@ -157,6 +156,7 @@ def main(argv: Sequence[str]) -> None:
     rundir.write_json(args.out, result.rows)
   print(f"wrote {paths[0]} (and .csv, {stem}_by_group.json/.csv)"
         + (f" and {args.out}" if args.out else ""))
+
 
 if __name__ == "__main__":
   cli.run_main(main, bad_input=(checkpoints.CheckpointError,))

@@ -146,7 +146,7 @@ def mfu(steps: int = 20, batch_size: int = 32):
                                 d_model=512, d_head=64, d_mlp=2048, dtype="bfloat16")
   train_cfg = training.TrainConfig(batch_size=batch_size)
   m = mesh.data_mesh()
-  batch_size = -(-batch_size // m.size) * m.size
+  batch_size = mesh.round_up(batch_size, m)
   state = training.initial_state(cfg, train_cfg, m)
   step_fn = training.make_train_step(cfg, training.optimizer(train_cfg), 0, m)
   tokens = np.random.default_rng(0).integers(1, 256, (batch_size, cfg.seq_len)).astype(np.int32)

@@ -8,6 +8,7 @@ one per split x setting x group bucket (metrics by depth, by distance).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 
@@ -22,7 +23,9 @@ MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart
 
 
 class CompileCounter:
-  """Counts XLA compilations while active (jax.monitoring's backend-compile event)."""
+  """Counts XLA compilations while active (jax.monitoring's backend-compile event). One
+  instance per process (`compile_counter()`): jax.monitoring cannot unregister a listener,
+  so one per evaluation would leave a listener behind for every call."""
 
   def __init__(self):
     self.count, self.active = 0, False
@@ -31,6 +34,11 @@ class CompileCounter:
   def _on_event(self, event: str, duration: float, **kwargs) -> None:
     if self.active and event == "/jax/core/compile/backend_compile_duration":
       self.count += 1
+
+
+@functools.cache
+def compile_counter() -> CompileCounter:
+  return CompileCounter()
 
 
 def fit_proxy(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec,
@@ -74,7 +82,8 @@ def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.Pro
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,
                                              {g: len(labels) for g, labels in groups.items()},
                                              mesh)
-  counter = CompileCounter()
+  counter = compile_counter()
+  counter.count = 0
   rows, group_rows = [], []
   for split in splits:
     arrays = task.eval_arrays(split, scoring)

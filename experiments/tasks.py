@@ -3,8 +3,8 @@
 A task provides its vocabulary, a model config, training batches as a function of the step,
 and per-split evaluation arrays (`inputs`, `gold`, `scored`, all [N, L]) with the `Decision`
 that judges a prediction, plus its groups: integer buckets per position (for Dyck, the
-depth and the distance bucket) that metrics are also reported by. The code-completion task
-will sit beside `DyckTask`.
+depth and the distance bucket; for code, the character category and repeated-word bucket)
+that metrics are also reported by. `DyckTask` and `CodeTask` are the two tasks.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad
   batches split over `mesh` (default: every device)."""
   model = transformer.Transformer(cfg)
   mesh = mesh or mesh_lib.data_mesh()
-  batch_size = -(-batch_size // mesh.size) * mesh.size
+  batch_size = mesh_lib.round_up(batch_size, mesh)
   split = mesh_lib.batch_sharding(mesh)
 
   def counts(params, inputs_BxL, gold_BxL, scored_BxL):

@@ -61,6 +61,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def round_up(batch_size: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh's devices that holds `batch_size` rows."""
+  return -(-batch_size // mesh.size) * mesh.size
+
+
 def check_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
   if batch_size % mesh.size:
     raise ValueError(f"{what}={batch_size} must be a multiple of the {mesh.size} devices "

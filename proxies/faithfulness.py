@@ -224,7 +224,7 @@ def collect_activations(cfg: transformer.ModelConfig, params, inputs_NxL: np.nda
                         batch_size: int = 256, mesh=None) -> dict[str, np.ndarray]:
   """The vectors a proxy is fitted on: `sites` of one head at every non-PAD position."""
   mesh = mesh or mesh_lib.data_mesh()
-  batch_size = -(-batch_size // mesh.size) * mesh.size  # a multiple of the devices
+  batch_size = mesh_lib.round_up(batch_size, mesh)
   split = mesh_lib.batch_sharding(mesh)
   capture = jax.jit(lambda p, x: {s: transformer.capture(cfg, p, x, layer, s) for s in sites},
                     in_shardings=(mesh_lib.replicated(mesh), split))
