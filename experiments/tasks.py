@@ -205,7 +205,7 @@ def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad
 
   def accuracy(params, arrays) -> float:
     params = mesh_lib.replicate(mesh, params)
-    fill = {"inputs": pad_id, "gold": -1, "scored": False}
+    fill = faithfulness.padding(pad_id)
     totals = np.zeros(2)
     for batch, _ in faithfulness.fixed_batches(arrays, batch_size, fill):
       b = mesh_lib.shard_batch(mesh, batch)

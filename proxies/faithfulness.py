@@ -183,6 +183,11 @@ class SplitResult:
     return out
 
 
+def padding(pad_id: int, groups=()) -> dict:
+  """What pads a batch of evaluation arrays: PAD inputs, no gold, nothing scored, no bucket."""
+  return {"inputs": pad_id, "gold": -1, "scored": False, **{g: -1 for g in groups}}
+
+
 def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
                   fill: Mapping[str, int]) -> Iterator[tuple[dict, int]]:
   """Slices the [N, ...] arrays named in `fill` into batches of `batch_size` rows; the last
@@ -205,7 +210,7 @@ def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
              arrays: Mapping[str, np.ndarray], batch_size: int, pad_id: int) -> SplitResult:
   """Streams one split (`inputs`, `gold`, `scored` and the program's groups, each [N, L])
   through the program in fixed-shape batches; memory holds one batch and the sums."""
-  fill = {"inputs": pad_id, "gold": -1, "scored": False, **{g: -1 for g in program.groups}}
+  fill = padding(pad_id, program.groups)
   mesh_lib.check_divisible(batch_size, program.mesh)
   params, proxy = program.place(params, proxy)
   sequence: dict[str, list[np.ndarray]] = {k: [] for k in SUMS}
