@@ -90,7 +90,8 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(reference, t
     proc.wait()
     kills += 1
     last = logged_step(run_dir)
-    assert last < STEPS
+    if last >= STEPS:  # killed after its last step was logged (mid final checkpoint or
+      break            # final evaluation): a legitimate moment too; nothing left to wait for
   assert kills >= 5, f"only {kills} kills landed before the run finished"
   final = subprocess.run(train_cmd(run_dir, data_dir), env=env(), capture_output=True,
                          text=True, timeout=600)
