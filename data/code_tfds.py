@@ -53,8 +53,9 @@ class CodeCorpus(tfds.core.GeneratorBasedBuilder):
 
 def prepare(config: code.CodeConfig, data_dir: str,
             log: Callable[[str], None] = print) -> CodeCorpus:
-  builder = CodeCorpus(config=CodeBuilderConfig(config), data_dir=data_dir,
-                       file_format="array_record")
+  with tfds_io.quiet():  # TFDS warns about every custom builder config
+    builder = CodeCorpus(config=CodeBuilderConfig(config), data_dir=data_dir,
+                         file_format="array_record")
   return tfds_io.prepare(builder, "the code corpus", log)
 
 

@@ -64,7 +64,8 @@ def builder(config: dyck.DyckConfig, data_dir: str) -> Dyck:
   # TFDS refuses a custom config named like a predefined one: name the default by name.
   predefined = {c.name for c in Dyck.BUILDER_CONFIGS}
   named = config.name if config.name in predefined else DyckBuilderConfig(config)
-  return Dyck(config=named, data_dir=data_dir, file_format="array_record")
+  with tfds_io.quiet():
+    return Dyck(config=named, data_dir=data_dir, file_format="array_record")
 
 
 def prepare(config: dyck.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> Dyck:

@@ -1,11 +1,16 @@
 """The TFDS builder writes array_record files that read back as the generated splits."""
 
 import json
+import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
+from absl import logging as absl_logging
 
 from data import dyck, dyck_tfds
+from tests import tiny
 
 SMALL = dyck.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
                         short_length=12, ood_depth_cap=6, seed=1)
@@ -43,3 +48,29 @@ def test_each_config_gets_its_own_directory(tmp_path):
   other = dyck.DyckConfig(**{**SMALL.__dict__, "seed": 2})
   assert dyck_tfds.builder(SMALL, str(tmp_path)).data_dir != \
       dyck_tfds.builder(other, str(tmp_path)).data_dir
+
+
+def test_importing_the_data_modules_leaves_absl_logging_alone():
+  """Silencing TFDS used to set absl's verbosity for the whole process on import."""
+  probe = ("from absl import logging\n"
+           "before = logging.get_verbosity(), logging.get_absl_logger().level\n"
+           "from data import tfds_io, dyck_tfds, code_tfds\n"
+           "print(before == (logging.get_verbosity(), logging.get_absl_logger().level))\n")
+  result = subprocess.run([sys.executable, "-c", probe], env=tiny.env(), capture_output=True,
+                          text=True, timeout=300)
+  assert result.stdout.strip() == "True", result.stderr[-2000:]
+
+
+def test_preparing_is_quiet_and_restores_the_absl_level(tmp_path, caplog):
+  logger = absl_logging.get_absl_logger()
+  previous = logger.level
+  logger.setLevel(logging.INFO)
+  try:
+    with caplog.at_level(logging.INFO):
+      dyck_tfds.load(SMALL, str(tmp_path))  # generates: TFDS narrates at INFO and WARNING
+      assert not [r for r in caplog.records if r.name == "absl"]
+      assert logger.level == logging.INFO
+      absl_logging.info("after TFDS")
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == ["after TFDS"]
+  finally:
+    logger.setLevel(previous)
