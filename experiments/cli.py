@@ -28,8 +28,9 @@ class Parser(argparse.ArgumentParser):
 def run_main(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None,
              bad_input: tuple[type[Exception], ...] = (),
              failures: tuple[type[Exception], ...] = ()) -> None:
-  """Runs `main(argv)`. UsageError and any of `bad_input` exit 2, any of `failures` exit 1,
-  each reported in one line."""
+  """Runs `main(argv)`. UsageError and any of `bad_input` exit 2, any of `failures` exit
+  with their `exit_code` (default 1), each reported in one line; Ctrl-C where nothing is
+  saved (data generation, evaluation) is one line too, exit 130, not a traceback."""
   prog = os.path.basename(sys.argv[0])
   try:
     main(sys.argv[1:] if argv is None else argv)
@@ -38,7 +39,10 @@ def run_main(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None =
     sys.exit(2)
   except failures as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(getattr(e, "exit_code", 1))
+  except KeyboardInterrupt:
+    print(f"{prog}: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def int_list(text: str) -> list[int]:

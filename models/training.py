@@ -58,6 +58,14 @@ class TrainingError(Exception):
 class Preempted(Exception):
   """SIGTERM arrived (what a TPU VM preemption sends); a checkpoint was saved first."""
 
+  exit_code = 1  # a batch job reruns the command until it succeeds
+
+
+class Interrupted(Preempted):
+  """SIGINT arrived (Ctrl-C); a checkpoint was saved first, as for SIGTERM."""
+
+  exit_code = 130  # 128 + SIGINT: what a shell reports for a program stopped by Ctrl-C
+
 
 def _forget_after(metrics_path: str, step: int) -> None:
   """Drops logged rows past `step`: a resumed run logs those steps again."""
@@ -111,17 +119,27 @@ def make_train_step(model_cfg: transformer.ModelConfig, tx: optax.GradientTransf
 
 
 @contextlib.contextmanager
-def _sigterm_flag():
-  """A list that becomes non-empty when SIGTERM arrives (handler installed on the main
-  thread only; elsewhere SIGTERM keeps its default action)."""
-  flag: list[bool] = []
+def _stop_signals():
+  """A list that receives the signal when SIGTERM or SIGINT arrives, so that the loop
+  finishes its step and saves before stopping: Ctrl-C would otherwise lose every step since
+  the last checkpoint. A second SIGINT stops at once (KeyboardInterrupt, nothing saved), for
+  a user who will not wait for the save. Handlers are installed on the main thread only;
+  elsewhere both signals keep their default action."""
+  caught: list[signal.Signals] = []
+
+  def on_signal(signum, frame):
+    if signum == signal.SIGINT and caught:
+      raise KeyboardInterrupt
+    caught.append(signal.Signals(signum))
+
   main = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGTERM, lambda *_: flag.append(True)) if main else None
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
+      if main else {}
   try:
-    yield flag
+    yield caught
   finally:
-    if main:
-      signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 def initial_state(model_cfg: transformer.ModelConfig, cfg: TrainConfig,
@@ -165,7 +183,7 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
         f.write(json.dumps(row) + "\n")
 
   tokens, losses, clock = 0, [], time.perf_counter()
-  with _sigterm_flag() as term:
+  with _stop_signals() as caught:
     for step in range(start, cfg.steps):
       batch = batches(step)
       sharded = mesh_lib.shard_batch(mesh, {k: batch[k] for k in ("inputs", "targets")})
@@ -174,8 +192,8 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
       tokens += int((batch["targets"] != pad_id).sum())
       done = step + 1
       stopping = False
-      preempted = bool(term)  # one reading per step: a later SIGTERM is seen next step
-      saving = done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted
+      signalled = caught[0] if caught else None  # read once a step: a later one counts next
+      saving = done % cfg.checkpoint_every == 0 or done == cfg.steps or signalled is not None
       if saving or done % cfg.log_every == 0:  # a checkpoint is only saved after a NaN check
         loss = float(jnp.mean(jnp.stack(losses)))  # mean over the steps since the last log
         if not math.isfinite(loss):
@@ -193,10 +211,11 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
         stopping = stop(row)
       if stopping or saving:
         ckpt.save(done, state)
-      if preempted:
+      if signalled is not None:
         ckpt.close()
-        raise Preempted(f"stopped by SIGTERM after step {done}; its checkpoint is saved: "
-                        "rerun the same command to resume")
+        stopped = Interrupted if signalled == signal.SIGINT else Preempted
+        raise stopped(f"stopped by {signalled.name} after step {done}; its checkpoint is "
+                      "saved: rerun the same command to resume")
       if stopping:
         break
   ckpt.close()

@@ -1,5 +1,5 @@
 """Training killed at any moment resumes to the same parameters; damaged checkpoints are
-skipped; SIGTERM saves; a NaN loss stops training with the last good checkpoint intact."""
+skipped; SIGTERM and Ctrl-C save; a NaN loss stops training with the last good checkpoint intact."""
 
 import json
 import os
@@ -152,6 +152,40 @@ def test_sigterm_saves_a_checkpoint_before_exit(reference, tmp_path):
   assert len(err.strip().splitlines()) == 1 and "stopped by SIGTERM after step" in err
   step = int(err.split("after step ")[1].split(";")[0])
   assert checkpoints.problem(str(run_dir / "checkpoints" / str(step))) is None
+
+
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes_from_it(tmp_path):
+  """SIGINT is handled like SIGTERM, with the shell's status for Ctrl-C (it used to be a
+  KeyboardInterrupt traceback that lost every step since the last checkpoint)."""
+  run_dir = tmp_path / "interrupted"
+  cmd = train_cmd(run_dir, tmp_path / "tfds", steps=100000)
+  cmd[cmd.index("--checkpoint_every=5")] = "--checkpoint_every=100000"  # none but the last
+
+  def interrupt(after: int) -> tuple[int, str]:
+    """Starts training, sends SIGINT once a step past `after` is logged; (step, stdout)."""
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while logged_step(run_dir) <= after and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert "stopped by SIGINT after step" in lines[0] and "saved" in lines[0], lines[0]
+    return int(lines[0].split("after step ")[1].split(";")[0]), out
+
+  first, _ = interrupt(0)
+  ckpt = checkpoints.Checkpoints(str(run_dir))
+  assert ckpt.steps() == [first]  # the interrupted step, though no checkpoint was due
+  ckpt.close()
+  assert checkpoints.problem(str(run_dir / "checkpoints" / str(first))) is None
+  second, out = interrupt(first)
+  assert f"resumed from step {first}" in out and second > first
+  steps = [json.loads(line)["step"]
+           for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(set(steps)) and steps[-1] == second
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path):
