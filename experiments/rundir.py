@@ -47,24 +47,60 @@ def read_config(run_dir: str) -> dict:
     raise UsageError(f"cannot read {path!r}: {e}") from None
 
 
+def data_dir_entry(data_dir: str, run_dir: str) -> str:
+  """How config.json records `data_dir`: a relative path relative to the run directory, so
+  that the run finds its data from whatever folder it is evaluated from (a path relative
+  to the folder it was trained from would regenerate the data into every other one); an
+  absolute path as it is."""
+  if os.path.isabs(data_dir):
+    return data_dir
+  return os.path.relpath(os.path.abspath(data_dir), os.path.abspath(run_dir))
+
+
+def resolve_data_dir(entry: str, run_dir: str) -> str:
+  """The data directory that config.json's `data_dir` entry names. A relative entry is
+  relative to the run directory; configs written before that recorded it relative to the
+  folder trained from, so when no such folder exists beside the run but one exists from
+  the current folder, that one is taken. Otherwise beside the run: missing data is
+  generated there, never into the current folder."""
+  if os.path.isabs(entry):
+    return entry
+  beside = os.path.normpath(os.path.join(run_dir, entry))
+  return entry if not os.path.isdir(beside) and os.path.isdir(entry) else beside
+
+
+def _differences(old: dict, new: dict, run_dir: str) -> list[str]:
+  """What differs between two configs, 'section.key: old -> new'; `data_dir` entries are
+  compared by the directory they resolve to."""
+  diffs = [f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
+           for section, values in new.items() if isinstance(values, dict)
+           for key, value in values.items() if old.get(section, {}).get(key) != value]
+  for key, value in new.items():
+    if key == "data_dir" and isinstance(old.get(key), str):
+      before, after = (resolve_data_dir(v, run_dir) for v in (old[key], value))
+      if os.path.realpath(before) != os.path.realpath(after):
+        diffs.append(f"data_dir: {before!r} -> {after!r}")
+    elif not isinstance(value, dict) and old.get(key) != value:
+      diffs.append(f"{key}: {old.get(key)!r} -> {value!r}")
+  return diffs
+
+
 def claim(run_dir: str, config: dict) -> None:
   """Writes config.json, or checks that the run already there was made with `config`.
-  (Every process of a job calls it; they agree on whether the file exists, then process 0
-  writes it.)"""
+  `config["data_dir"]` is a `data_dir_entry`. A stored config that differs only in how it
+  writes the same data directory (an older config's path relative to the folder trained
+  from) is replaced by `config`. (Every process of a job calls it; they agree on whether
+  the file exists, then process 0 writes it.)"""
   mesh.barrier("run-config-check")
   path = os.path.join(run_dir, CONFIG)
-  if os.path.exists(path):
-    old = read_config(run_dir)
-    diffs = [f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
-             for section, values in config.items() if isinstance(values, dict)
-             for key, value in values.items() if old.get(section, {}).get(key) != value]
-    diffs += [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in config.items()
-              if not isinstance(value, dict) and old.get(key) != value]
+  config = json.loads(json.dumps(config))  # as it reads back: tuples become lists
+  old = read_config(run_dir) if os.path.exists(path) else None
+  if old is not None:
+    diffs = _differences(old, config, run_dir)
     if diffs:
       raise UsageError(f"{run_dir!r} holds a run with another config ({'; '.join(diffs[:3])}); "
                        "pass another --workdir or the same settings")
-    return
-  if mesh.is_main():
+  if mesh.is_main() and old != config:
     write_json(path, config)
   mesh.barrier("run-config-written")
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from data import code, code_batch, code_tfds, dyck, dyck_batch, dyck_tfds
-from experiments import cli
+from experiments import cli, rundir
 from models import mesh as mesh_lib, training, transformer
 from proxies import faithfulness, metrics
 
@@ -173,14 +173,16 @@ class CodeTask:
 
 
 def from_run_config(config: dict, run_dir: str):
-  """(task, model config, train config) of a run's config.json; UsageError if malformed."""
+  """(task, model config, train config) of a run's config.json, its data directory resolved
+  against the run's (`rundir.resolve_data_dir`); UsageError if malformed."""
   cli.check_choice("task", config.get("task"), TASKS)
   try:
+    data_dir = rundir.resolve_data_dir(config["data_dir"], run_dir)
     if config["task"] == "dyck":
-      task = DyckTask(dyck.DyckConfig(**config["data"]), config["data_dir"])
+      task = DyckTask(dyck.DyckConfig(**config["data"]), data_dir)
     else:
       data = {**config["data"], "sources": tuple(config["data"]["sources"])}
-      task = CodeTask(code.CodeConfig(**data), config["data_dir"])
+      task = CodeTask(code.CodeConfig(**data), data_dir)
     model_cfg = transformer.ModelConfig.from_dict(config["model"])
     train_cfg = training.TrainConfig(**config["train"])
   except (KeyError, TypeError, ValueError) as e:

@@ -21,7 +21,8 @@ def train(task, model_cfg: transformer.ModelConfig,
   multi-process job every process calls it and only process 0 logs."""
   log = log if mesh.is_main() else (lambda line: None)
   iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
-  rundir.claim(run_dir, {"task": task.name, "data_dir": task.data_dir,
+  rundir.claim(run_dir, {"task": task.name,
+                         "data_dir": rundir.data_dir_entry(task.data_dir, run_dir),
                          "data": dataclasses.asdict(task.config),
                          "model": dataclasses.asdict(model_cfg),
                          "train": dataclasses.asdict(train_cfg)})

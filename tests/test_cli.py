@@ -6,6 +6,7 @@ import os
 import pytest
 
 from data import dyck
+from experiments import cli, rundir
 
 from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
 
@@ -88,6 +89,58 @@ def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, val
   groups = json.loads((run_dir / "eval" / f"{stem}_by_group.json").read_text())
   assert {g["group"] for g in groups} == {"depth", "distance"}
   assert sum(g["n"] for g in groups if g["group"] == "depth") == sum(r["n"] for r in rows)
+
+
+def test_evaluate_from_another_folder_uses_the_runs_data(trained, tmp_path):
+  """config.json used to store the data directory relative to the folder trained from, so
+  evaluating from any other folder regenerated the data into ./runs/tfds there."""
+  cwd, run_dir = trained
+  assert json.loads((run_dir / "config.json").read_text())["data_dir"] == "../tfds"
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  tables = []
+  for where in (cwd, elsewhere):
+    out = tmp_path / f"{where.name}.json"
+    result = run(os.path.join(ROOT, "evaluate.py"), f"--run={run_dir}", "--rank=2",
+                 "--n_fit=50", "--n_bootstrap=50", f"--out={out}", cwd=where)
+    assert result.returncode == 0, result.stderr
+    assert "generating" not in result.stdout
+    tables.append(json.loads(out.read_text()))
+  assert os.listdir(elsewhere) == []
+  assert tables[0] == tables[1]
+
+
+def test_data_dir_is_resolved_against_the_run_then_an_older_configs_folder(tmp_path,
+                                                                           monkeypatch):
+  run_dir = tmp_path / "runs" / "r"
+  (tmp_path / "runs" / "tfds").mkdir(parents=True)
+  run_dir.mkdir()
+  entry = rundir.data_dir_entry(str(tmp_path / "runs" / "tfds"), str(run_dir))
+  assert entry == str(tmp_path / "runs" / "tfds")  # absolute stays absolute
+  monkeypatch.chdir(tmp_path)
+  assert rundir.data_dir_entry("runs/tfds", "runs/r") == "../tfds"
+  monkeypatch.chdir(tmp_path / "runs")  # from anywhere, the same directory
+  assert rundir.resolve_data_dir("../tfds", str(run_dir)) == str(tmp_path / "runs" / "tfds")
+  # An older config: relative to the folder trained from, used when it exists from here.
+  monkeypatch.chdir(tmp_path)
+  assert rundir.resolve_data_dir("runs/tfds", "runs/r") == "runs/tfds"
+  # Nothing found either way: beside the run, never into the current folder.
+  assert rundir.resolve_data_dir("../other", "runs/r") == os.path.join("runs", "other")
+
+
+def test_resuming_upgrades_an_older_config_and_reads_tuples_back(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  os.makedirs("runs/tfds")
+  os.makedirs("runs/r")
+  config = {"task": "code", "data": {"sources": ("python=/usr/lib:*.py",)}, "train": {}}
+  old = {**config, "data_dir": "runs/tfds"}  # as configs were written before
+  (tmp_path / "runs" / "r" / "config.json").write_text(json.dumps(old))
+  new = {**config, "data_dir": rundir.data_dir_entry("runs/tfds", "runs/r")}
+  rundir.claim("runs/r", new)  # the same directory, and a tuple read back as a list
+  assert rundir.read_config("runs/r")["data_dir"] == "../tfds"
+  rundir.claim("runs/r", new)
+  with pytest.raises(cli.UsageError, match="data_dir: 'runs/tfds' -> 'runs/r/tfds'"):
+    rundir.claim("runs/r", {**new, "data_dir": "tfds"})
 
 
 def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
