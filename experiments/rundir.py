@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 
 from experiments.cli import UsageError
 from models import atomic, mesh
@@ -69,12 +70,14 @@ def resolve_data_dir(entry: str, run_dir: str) -> str:
   return entry if not os.path.isdir(beside) and os.path.isdir(entry) else beside
 
 
-def _differences(old: dict, new: dict, run_dir: str) -> list[str]:
-  """What differs between two configs, 'section.key: old -> new'; `data_dir` entries are
-  compared by the directory they resolve to."""
+def _differences(old: dict, new: dict, run_dir: str,
+                 may_change: dict[str, Sequence[str]]) -> list[str]:
+  """What differs between two configs, 'section.key: old -> new', but for the keys of
+  `may_change` sections; `data_dir` entries are compared by the directory they resolve to."""
   diffs = [f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
            for section, values in new.items() if isinstance(values, dict)
-           for key, value in values.items() if old.get(section, {}).get(key) != value]
+           for key, value in values.items()
+           if old.get(section, {}).get(key) != value and key not in may_change.get(section, ())]
   for key, value in new.items():
     if key == "data_dir" and isinstance(old.get(key), str):
       before, after = (resolve_data_dir(v, run_dir) for v in (old[key], value))
@@ -85,18 +88,21 @@ def _differences(old: dict, new: dict, run_dir: str) -> list[str]:
   return diffs
 
 
-def claim(run_dir: str, config: dict) -> None:
+def claim(run_dir: str, config: dict,
+          may_change: dict[str, Sequence[str]] | None = None) -> None:
   """Writes config.json, or checks that the run already there was made with `config`.
-  `config["data_dir"]` is a `data_dir_entry`. A stored config that differs only in how it
-  writes the same data directory (an older config's path relative to the folder trained
-  from) is replaced by `config`. (Every process of a job calls it; they agree on whether
-  the file exists, then process 0 writes it.)"""
+  `config["data_dir"]` is a `data_dir_entry`; `may_change` names, per section, the keys a
+  resumed run may change (how often training logs, evaluates and saves). A stored config
+  that differs only in those, or in how it writes the same data directory (an older
+  config's path relative to the folder trained from), is replaced by `config`. (Every
+  process of a job calls it; they agree on whether the file exists, then process 0 writes
+  it.)"""
   mesh.barrier("run-config-check")
   path = os.path.join(run_dir, CONFIG)
   config = json.loads(json.dumps(config))  # as it reads back: tuples become lists
   old = read_config(run_dir) if os.path.exists(path) else None
   if old is not None:
-    diffs = _differences(old, config, run_dir)
+    diffs = _differences(old, config, run_dir, may_change or {})
     if diffs:
       raise UsageError(f"{run_dir!r} holds a run with another config ({'; '.join(diffs[:3])}); "
                        "pass another --workdir or the same settings")

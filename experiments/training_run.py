@@ -25,7 +25,8 @@ def train(task, model_cfg: transformer.ModelConfig,
                          "data_dir": rundir.data_dir_entry(task.data_dir, run_dir),
                          "data": dataclasses.asdict(task.config),
                          "model": dataclasses.asdict(model_cfg),
-                         "train": dataclasses.asdict(train_cfg)})
+                         "train": dataclasses.asdict(train_cfg)},
+               may_change={"train": training.BOOKKEEPING})
   log(f"run directory: {run_dir}")
   accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
   params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,

@@ -51,6 +51,12 @@ class TrainConfig:
       raise ValueError(f"warmup_steps must be in 0..{10**9}, got {self.warmup_steps}")
 
 
+# TrainConfig fields that only say how often to log, evaluate and save: they do not change
+# the trained parameters (a run killed at any moment resumes bitwise), so a resumed run may
+# change them.
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every")
+
+
 class TrainingError(Exception):
   pass
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -42,6 +43,23 @@ def test_rerun_resumes_instead_of_starting_over(trained):
                cwd=cwd)
   assert result.returncode == 0, result.stderr
   assert "resumed from step 30" in result.stdout
+
+
+def test_resume_may_change_how_often_it_logs_evaluates_and_saves(trained):
+  """Those three used to make a resumed run 'another config'; they do not change the
+  parameters. (On a copy of the run, beside it so that its data is found.)"""
+  cwd, run_dir = trained
+  shutil.copytree(run_dir, cwd / "runs" / "cadence")
+  cadence = ["--log_every=5", "--eval_every=15", "--checkpoint_every=15"]
+  result = run(os.path.join(ROOT, "train.py"), "--task=dyck", *TINY_DATA, *TINY_MODEL,
+               *cadence, "--workdir=runs/cadence", cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  assert "resumed from step 30" in result.stdout
+  train = json.loads((cwd / "runs" / "cadence" / "config.json").read_text())["train"]
+  assert (train["log_every"], train["eval_every"], train["checkpoint_every"]) == (5, 15, 15)
+  result = run(os.path.join(ROOT, "train.py"), "--task=dyck", *TINY_DATA, *TINY_MODEL,
+               *cadence, "--steps=40", "--workdir=runs/cadence", cwd=cwd)
+  assert result.returncode == 2 and "train.steps: 30 -> 40" in result.stderr
 
 
 def test_evaluate_sweep_writes_the_table(trained, tmp_path):
