@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 
@@ -25,6 +25,10 @@ import proxies
 from data import dyck_batch
 from experiments import cli, evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
+
+SWEEP_DEFAULTS = {"rank": [4], "k": [8]}
+# Flags with a meaning for every kind, though some kind also takes them as an option.
+GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
 
 COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
            "agreement", "attention_jsd", "tv", "kl", "shared_errors", "n")
@@ -37,10 +41,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                       help=f"with no --run, the latest run of this task ({', '.join(tasks.TASKS)}); "
                       "with --run, checked against it")
   parser.add_argument("--proxy", default="svd", help=f"one of: {', '.join(proxies.KINDS)}")
-  parser.add_argument("--rank", type=cli.int_list, default=[4],
-                      help="svd, weight_svd: rank(s) to keep, e.g. 4 or 1,2,4,8 (one compiled sweep)")
-  parser.add_argument("--k", type=cli.int_list, default=[8],
-                      help="kmeans: number(s) of centroids, e.g. 2,4,8,16,32 (one compiled sweep)")
+  # None: not given (rejected for a kind it does not apply to), else SWEEP_DEFAULTS.
+  parser.add_argument("--rank", type=cli.int_list, default=None,
+                      help="svd, weight_svd: rank(s) to keep, e.g. 4 or 1,2,4,8 (one compiled "
+                      "sweep; default: 4)")
+  parser.add_argument("--k", type=cli.int_list, default=None,
+                      help="kmeans: number(s) of centroids, e.g. 2,4,8,16,32 (one compiled "
+                      "sweep; default: 8)")
   parser.add_argument("--layer", type=int, default=-1, help="block of the head (default: last)")
   parser.add_argument("--head", type=int, default=0, help="head within the block (default: 0)")
   parser.add_argument("--sites", default=None,
@@ -65,26 +72,56 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def kind_flags() -> dict[str, Callable[[proxies.ProxyKind], bool]]:
+  """Every flag that applies to some proxy kinds only, with the test of whether it applies
+  to a kind; read off the registry (its sweep, its options, what it fits on), so that a
+  new kind or option needs no list kept here."""
+  flags = {sweep: (lambda kind, sweep=sweep: kind.sweep == sweep)
+           for sweep in dict.fromkeys(k.sweep for k in proxies.KINDS.values() if k.sweep)}
+  for option in dict.fromkeys(o for k in proxies.KINDS.values() for o in k.options):
+    if option not in GENERAL_FLAGS:
+      flags[option] = lambda kind, option=option: option in kind.options
+  flags["n_fit"] = lambda kind: kind.fits_on == "activations"
+  return flags
+
+
+def site_width(site: str, model_cfg: transformer.ModelConfig) -> int:
+  return model_cfg.d_model if site == "resid_pre" else model_cfg.d_head
+
+
 def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
   """Validates everything that depends on the run; returns the ProxySpec."""
   kind = proxies.KINDS[args.proxy]
+  for flag, applies in kind_flags().items():
+    given = getattr(args, flag)
+    if given is not None and given is not False and not applies(kind):
+      users = [k.name for k in proxies.KINDS.values() if applies(k)]
+      raise cli.UsageError(f"--{flag} does not apply to {args.proxy}; it applies to: "
+                           f"{', '.join(users)}")
+  if kind.sweep and getattr(args, kind.sweep) is None:
+    setattr(args, kind.sweep, SWEEP_DEFAULTS[kind.sweep])
   layer = args.layer % model_cfg.n_layers if -model_cfg.n_layers <= args.layer < 0 else args.layer
   cli.check_range("layer", layer, 0, model_cfg.n_layers - 1, " for this model")
   cli.check_range("head", args.head, 0, model_cfg.n_heads - 1, " for this model")
   sites = tuple(args.sites.split(",")) if args.sites else kind.sites
   for site in sites:
     cli.check_choice("site", site, kind.allowed_sites)
-  for flag in ("centered", "separate"):
-    if getattr(args, flag) and flag not in kind.options:
-      users = [k.name for k in proxies.KINDS.values() if flag in k.options]
-      raise cli.UsageError(f"--{flag} does not apply to {args.proxy}; it applies to: "
-                           f"{', '.join(users)}")
-  width = model_cfg.d_model if "resid_pre" in sites else model_cfg.d_head
-  if kind.sweep == "rank":
+  if kind.fits_on == "activations":
+    widths = {site: site_width(site, model_cfg) for site in sites}
+    if "separate" in kind.options and not args.separate and len(set(widths.values())) > 1:
+      raise cli.UsageError(
+          f"a joint {args.proxy} fit needs sites of one width, but "
+          f"{', '.join(f'{s} has {w}' for s, w in widths.items())} dimensions; "
+          "pass --separate (one fit per site) or sites of one width")
+  if kind.sweep == "rank":  # a rank above a site's width would be clipped, yet labelled
+    narrowest = min(sites, key=lambda site: site_width(site, model_cfg))
+    width = site_width(narrowest, model_cfg)
     for rank in args.rank:
-      cli.check_range("rank", rank, 1, width, f" (the simplified vectors have {width} dimensions)")
-  for k in args.k:  # against the fitting set too, once it is collected
-    cli.check_range("k", k, 1, evaluation.MAX_K)
+      cli.check_range("rank", rank, 1, width,
+                      f" ({narrowest}, the narrowest site simplified, has {width} dimensions)")
+  if kind.sweep == "k":
+    for k in args.k:  # against the fitting set too, once it is collected
+      cli.check_range("k", k, 1, evaluation.MAX_K)
   if args.n_fit is None:
     args.n_fit = min(1000, task.n_train)
   cli.check_range("n_fit", args.n_fit, 1, task.n_train, " (the training split's size)")
@@ -101,7 +138,7 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
     cli.check_choice("split", split, task.splits)
   options = tuple((name, args.seed if name == "seed" else getattr(args, name))
                   for name in kind.options)
-  values = {"rank": tuple(args.rank), "k": tuple(args.k), None: ()}[kind.sweep]
+  values = tuple(getattr(args, kind.sweep)) if kind.sweep else ()
   return proxies.ProxySpec(args.proxy, layer, args.head, sites, values, options)
 
 

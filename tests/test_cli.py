@@ -83,14 +83,14 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
 
 
 @pytest.mark.parametrize("args,sweep,values,stem", [
-    (["--proxy=kmeans", "--k=2,4"], "k", [2, 4], "kmeans_layer1_head0_q+k_2-4"),
+    (["--proxy=kmeans", "--k=2,4", "--n_fit=50"], "k", [2, 4], "kmeans_layer1_head0_q+k_2-4"),
     (["--proxy=onehot"], None, [None], "onehot_layer1_head0_pattern"),
     (["--proxy=weight_svd", "--rank=1,8"], "rank", [1, 8], "weight_svd_layer1_head0_q_1-8"),
 ])
 def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, values, stem):
   cwd, run_dir = trained
   out = tmp_path / "table.json"
-  result = run(os.path.join(ROOT, "evaluate.py"), *args, "--n_fit=50", "--n_bootstrap=50",
+  result = run(os.path.join(ROOT, "evaluate.py"), *args, "--n_bootstrap=50",
                f"--out={out}", cwd=cwd)
   assert result.returncode == 0, result.stderr
   assert f"1 compilation(s) for {len(values)} proxy setting(s) x 5 split(s)" in result.stdout
@@ -107,6 +107,19 @@ def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, val
   groups = json.loads((run_dir / "eval" / f"{stem}_by_group.json").read_text())
   assert {g["group"] for g in groups} == {"depth", "distance"}
   assert sum(g["n"] for g in groups if g["group"] == "depth") == sum(r["n"] for r in rows)
+
+
+def test_separate_fits_take_sites_of_two_widths(trained, tmp_path):
+  """What the one-line error for a joint fit of q (8) and resid_pre (16) suggests works."""
+  cwd, _ = trained
+  out = tmp_path / "table.json"
+  result = run(os.path.join(ROOT, "evaluate.py"), "--sites=q,resid_pre", "--separate",
+               "--rank=2,8", "--n_fit=50", "--n_bootstrap=50", "--splits=iid", f"--out={out}",
+               cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  rows = json.loads(out.read_text())
+  assert [(r["rank"], r["sites"], r["separate"]) for r in rows] == \
+      [(2, "q+resid_pre", True), (8, "q+resid_pre", True)]
 
 
 def test_evaluate_from_another_folder_uses_the_runs_data(trained, tmp_path):
@@ -190,6 +203,23 @@ def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
     ("evaluate.py", ["--layer=5"], "layer=5 is out of range for this model; choose 0..1"),
     ("evaluate.py", ["--run=/nonexistent"], "is not a run directory"),
     ("evaluate.py", ["--splits=iid,nope"], "unknown split 'nope'"),
+    # Flags of another kind (which ones apply is read off proxies.KINDS).
+    ("evaluate.py", ["--proxy=kmeans", "--rank=4"],
+     "--rank does not apply to kmeans; it applies to: svd, weight_svd"),
+    ("evaluate.py", ["--proxy=onehot", "--rank=4"], "--rank does not apply to onehot"),
+    ("evaluate.py", ["--proxy=svd", "--k=8"], "--k does not apply to svd; it applies to: kmeans"),
+    ("evaluate.py", ["--proxy=onehot", "--k=4"], "--k does not apply to onehot"),
+    ("evaluate.py", ["--proxy=weight_svd", "--k=4"], "--k does not apply to weight_svd"),
+    ("evaluate.py", ["--proxy=weight_svd", "--separate"], "--separate does not apply to weight_svd"),
+    ("evaluate.py", ["--proxy=onehot", "--n_fit=10"],
+     "--n_fit does not apply to onehot; it applies to: svd, kmeans"),
+    ("evaluate.py", ["--proxy=weight_svd", "--n_fit=10"], "--n_fit does not apply to weight_svd"),
+    # Sites of two widths (d_model 16, d_head 8): no joint fit, ranks within the narrowest.
+    ("evaluate.py", ["--sites=q,resid_pre"],
+     "a joint svd fit needs sites of one width, but q has 8, resid_pre has 16 dimensions"),
+    ("evaluate.py", ["--proxy=kmeans", "--sites=resid_pre,k"], "a joint kmeans fit needs"),
+    ("evaluate.py", ["--sites=q,resid_pre", "--separate", "--rank=4,9"],
+     "rank=9 is out of range (q, the narrowest site simplified, has 8 dimensions); choose 1..8"),
     ("train.py", ["--depth=0"], "depth must be in 1..14"),
     ("train.py", ["--task=nope"], "unknown task 'nope'; choose one of: dyck"),
     ("train.py", ["--steps=-3"], "steps must be in 1..1000000000, got -3"),
