@@ -31,7 +31,7 @@ SWEEP_DEFAULTS = {"rank": [4], "k": [8]}
 GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
 
 COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
-           "agreement", "attention_jsd", "tv", "kl", "shared_errors", "n")
+           "agreement", "agreement_95ci", "attention_jsd", "tv", "kl", "shared_errors", "n")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -142,7 +142,18 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
   return proxies.ProxySpec(args.proxy, layer, args.head, sites, values, options)
 
 
+def interval(row: dict, metric: str) -> str | None:
+  """The bootstrap interval of `metric` as one short cell, '[0.690, 0.714]' (three digits:
+  1,000 resamples do not place a percentile more finely); None where there is none."""
+  lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+  return None if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+
+
 def format_table(rows: list[dict]) -> str:
+  """The printed table: COLUMNS present in any row, with the agreement's 95 % interval
+  beside it (the files hold every interval as <metric>_lo/_hi)."""
+  rows = [{**r, "agreement_95ci": interval(r, "agreement")} if "agreement" in r else r
+          for r in rows]
   columns = [c for c in COLUMNS if any(c in r for r in rows)]
   cell = lambda v: f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
   widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+import evaluate
 from data import dyck
 from experiments import cli, rundir
 
@@ -120,6 +121,20 @@ def test_separate_fits_take_sites_of_two_widths(trained, tmp_path):
   rows = json.loads(out.read_text())
   assert [(r["rank"], r["sites"], r["separate"]) for r in rows] == \
       [(2, "q+resid_pre", True), (8, "q+resid_pre", True)]
+  # The agreement's bootstrap interval is on screen, not only in the files.
+  header, *lines = result.stdout.splitlines()[1:4]
+  assert header.split()[header.split().index("agreement") + 1] == "agreement_95ci"
+  assert f"[{rows[0]['agreement_lo']:.3f}, {rows[0]['agreement_hi']:.3f}]" in lines[0]
+
+
+def test_printed_table_shows_the_agreements_interval():
+  rows = [{"split": "iid", "proxy": "svd", "rank": 4, "agreement": 0.70221,
+           "agreement_lo": 0.69012, "agreement_hi": 0.714, "n": 5984},
+          {"split": "seen_struct", "proxy": "svd", "rank": 4, "agreement": None, "n": 0}]
+  header, first, empty = evaluate.format_table(rows).splitlines()
+  assert header.split() == ["split", "proxy", "rank", "agreement", "agreement_95ci", "n"]
+  assert first.split() == ["iid", "svd", "4", "0.7022", "[0.690,", "0.714]", "5984"]
+  assert empty.split() == ["seen_struct", "svd", "4", "-", "-", "0"]
 
 
 def test_evaluate_from_another_folder_uses_the_runs_data(trained, tmp_path):
