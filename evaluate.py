@@ -194,7 +194,8 @@ def main(argv: Sequence[str]) -> None:
                                n_bootstrap=args.n_bootstrap)
   say(format_table(result.rows))
   say(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
-      f"proxy setting(s) x {len(splits)} split(s)")
+      f"proxy setting(s) x {len(splits)} split(s) ({result.shapes} batch shape(s): length "
+      f"buckets x read-out slots)")
 
   if not mesh.is_main():
     return  # files are written once, by process 0

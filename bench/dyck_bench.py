@@ -28,6 +28,7 @@ batches should keep the ratio near 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import subprocess
@@ -42,14 +43,17 @@ import numpy as np  # noqa: E402
 
 import proxies  # noqa: E402
 from data import dyck  # noqa: E402
-from experiments import tasks  # noqa: E402
+from experiments import cli, tasks  # noqa: E402
 from models import mesh, training, transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 
-def time_to_accuracy(task, workdir: str, target: float, eval_every: int, max_steps: int):
+def time_to_accuracy(task, workdir: str, target: float, eval_every: int, steps: int | None):
+  """Trains the default model (its schedule stretched to `steps` if given) until `target`."""
   model_cfg = task.model_config()
   cfg = training.TrainConfig(eval_every=eval_every, log_every=eval_every)
+  if steps is not None:
+    cfg = dataclasses.replace(cfg, steps=steps)
   iid = task.eval_arrays("iid")
   accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
   eval_seconds = [0.0]
@@ -67,13 +71,13 @@ def time_to_accuracy(task, workdir: str, target: float, eval_every: int, max_ste
     if row.get("iid_accuracy", 0.0) >= target and not hit:
       hit.update(step=row["step"], wall=time.perf_counter() - start)
       return True
-    return row["step"] >= max_steps
+    return False
 
   params = training.train(model_cfg, cfg, workdir, task.pad_id,
                           task.train_batches(cfg.batch_size, cfg.seed), evaluate,
                           log=lambda line: print("   ", line, flush=True), stop=stop)
   if not hit:
-    print(f"train: did not reach {target:.0%} iid accuracy within {max_steps} steps")
+    print(f"train: did not reach {target:.0%} iid accuracy within {cfg.steps} steps")
     return params
   train_s = hit["wall"] - eval_seconds[0]
   print(f"train: {target:.0%} iid accuracy at step {hit['step']}: {train_s:.1f} s training, "
@@ -82,17 +86,19 @@ def time_to_accuracy(task, workdir: str, target: float, eval_every: int, max_ste
   return params
 
 
-def sweep_ratio(task, params, ranks, repeats: int, batch_size: int):
-  model_cfg = task.model_config()
+def sweep_ratio(task, model_cfg, params, ranks, repeats: int, batch_size: int):
   acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(1000),
                                           task.pad_id, 1, 0, ("q", "k"))
   sweep = proxies.fit(proxies.ProxySpec("svd", 1, 0, ("q", "k"), tuple(ranks)), acts)
   singles = [jax.tree_util.tree_map(lambda a, i=i: a[i:i + 1], sweep) for i in range(len(ranks))]
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   arrays = task.eval_arrays("iid")
-  run = lambda proxy: faithfulness.evaluate(program, params, proxy, arrays, batch_size,
-                                            task.pad_id)
-  run(sweep), run(singles[0])  # compile both shapes outside the timing
+  run = lambda proxy, by_length=True: faithfulness.evaluate(
+      program, params, proxy, arrays, batch_size, task.pad_id, by_length=by_length)
+  start = time.perf_counter()
+  run(sweep)
+  first = time.perf_counter() - start
+  run(singles[0]), run(sweep, False)  # compile every shape outside the timing
 
   def best_of(fn):
     times = []
@@ -104,12 +110,15 @@ def sweep_ratio(task, params, ranks, repeats: int, batch_size: int):
 
   one_program = best_of(lambda: run(sweep))
   loop = best_of(lambda: [run(p) for p in singles])
+  unbucketed = best_of(lambda: run(sweep, False))
   n = len(arrays["inputs"])
   tokens = int((arrays["inputs"] != task.pad_id).sum())
   print(f"sweep: {len(ranks)} ranks x {n} iid strings: one compiled program {one_program:.3f} s, "
         f"loop of one jitted call per rank {loop:.3f} s, ratio {loop / one_program:.2f}x "
         f"(best of {repeats}, batches of {batch_size}); "
-        f"{len(ranks) * tokens / one_program:,.0f} proxy-token evaluations/s")
+        f"{len(ranks) * tokens / one_program:,.0f} proxy-token evaluations/s; without length "
+        f"buckets (every batch {arrays['inputs'].shape[1]} wide) {unbucketed:.3f} s; first call "
+        f"{first:.3f} s ({len(program.shapes)} batch shapes compiled, {jax.devices()[0].device_kind})")
 
 
 def train_throughput(task, steps: int = 200):
@@ -202,7 +211,9 @@ def main():
   parser.add_argument("--data_dir", default=os.path.join("runs", "tfds"))
   parser.add_argument("--target", type=float, default=0.98)
   parser.add_argument("--eval_every", type=int, default=250)
-  parser.add_argument("--max_steps", type=int, default=20000)
+  parser.add_argument("--steps", type=int, default=None,
+                      help="with --part=train: training steps (default: the default model's "
+                      "8,000); the learning-rate schedule follows them")
   parser.add_argument("--ranks", default=",".join(str(r) for r in range(1, 65, 4)))
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
@@ -212,6 +223,7 @@ def main():
 
   task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)
   task.data  # generate or load the dataset outside any timing
+  model_cfg = task.model_config()
   ranks = [int(r) for r in args.ranks.split(",")]
   if args.part == "memory_child":
     return memory_child(task, args.copies, ranks, args.batch_size)
@@ -225,13 +237,16 @@ def main():
     return
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
-      params = time_to_accuracy(task, workdir, args.target, args.eval_every, args.max_steps)
+      params = time_to_accuracy(task, workdir, args.target, args.eval_every, args.steps)
     elif args.run:
-      params = training.restore_params(args.run, task.model_config(), training.TrainConfig())
+      try:
+        task, model_cfg, params = tasks.load_trained(args.run)
+      except cli.UsageError as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
     else:
       params = transformer.init_params(task.model_config(), 0)
     if args.part in ("all", "sweep"):
-      sweep_ratio(task, params, ranks, args.repeats, args.batch_size)
+      sweep_ratio(task, model_cfg, params, ranks, args.repeats, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 
 import jax
+import tqdm
 
 import proxies
 from experiments import cli, rundir
@@ -69,6 +70,7 @@ class Evaluation:
   group_rows: list[dict]  # split x setting x group bucket
   compilations: int  # of the faithfulness program, over every split
   settings: int
+  shapes: int  # batch shapes run (length buckets x read-out slot counts): one compilation each
 
 
 def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec, *,
@@ -77,29 +79,43 @@ def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.Pro
              mesh=None) -> Evaluation:
   """Fits `spec` and evaluates it on `splits`, batches split over `mesh` (default: every
   device). Every process gets the same rows."""
-  proxy = fit_proxy(task, model_cfg, params, spec, n_fit, mesh)
-  groups = task.groups
-  program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,
-                                             {g: len(labels) for g, labels in groups.items()},
-                                             mesh)
-  counter = compile_counter()
-  counter.count = 0
-  rows, group_rows = [], []
-  for split in splits:
-    arrays = task.eval_arrays(split, scoring)
-    counter.active = True
-    result = faithfulness.evaluate(program, params, proxy, arrays, batch_size, task.pad_id)
-    counter.active = False
-    labels = [{"split": split, **label} for label in spec.labels()]
-    for label, summary, interval in zip(labels, result.summary(),
-                                        result.bootstrap(n_bootstrap, seed)):
-      rows.append({**label, **summary, **interval, "scoring": scoring, "n_fit": n_fit})
-    for group, bucket_labels in groups.items():
-      for label, buckets in zip(labels, result.by_group(group)):
-        group_rows += [{**label, "group": group, "bucket": bucket_labels[b], **buckets[b]}
-                       for b in range(len(bucket_labels))
-                       if buckets[b]["n"] or buckets[b]["attention_jsd"] is not None]
-  return Evaluation(rows, group_rows, counter.count, proxy.size)
+  with progress(spec, splits) as bar:
+    proxy = fit_proxy(task, model_cfg, params, spec, n_fit, mesh)
+    bar.update()
+    groups = task.groups
+    program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,
+                                               {g: len(labels) for g, labels in groups.items()},
+                                               mesh)
+    counter = compile_counter()
+    counter.count = 0
+    rows, group_rows = [], []
+    for split in splits:
+      bar.set_postfix_str(split)
+      arrays = task.eval_arrays(split, scoring)
+      counter.active = True
+      result = faithfulness.evaluate(program, params, proxy, arrays, batch_size, task.pad_id)
+      counter.active = False
+      labels = [{"split": split, **label} for label in spec.labels()]
+      for label, summary, interval in zip(labels, result.summary(),
+                                          result.bootstrap(n_bootstrap, seed)):
+        rows.append({**label, **summary, **interval, "scoring": scoring, "n_fit": n_fit})
+      for group, bucket_labels in groups.items():
+        for label, buckets in zip(labels, result.by_group(group)):
+          group_rows += [{**label, "group": group, "bucket": bucket_labels[b], **buckets[b]}
+                         for b in range(len(bucket_labels))
+                         if buckets[b]["n"] or buckets[b]["attention_jsd"] is not None]
+      bar.update()
+  return Evaluation(rows, group_rows, counter.count, proxy.size, len(program.shapes))
+
+
+def progress(spec: proxies.ProxySpec, splits: Sequence[str]) -> tqdm.tqdm:
+  """A bar stepping through the fit and each split (on a CPU each can take a minute): on
+  process 0 and on a terminal only (tqdm's `disable=None`), so logs and tests stay clean."""
+  fits_on = proxies.KINDS[spec.kind].fits_on
+  bar = tqdm.tqdm(total=1 + len(splits), desc=f"{spec.kind} layer {spec.layer}",
+                  unit=" step", disable=None if mesh_lib.is_main() else True, leave=False)
+  bar.set_postfix_str("fitting" if fits_on != "nothing" else "")
+  return bar
 
 
 def file_stem(spec: proxies.ProxySpec) -> str:

@@ -190,6 +190,16 @@ def from_run_config(config: dict, run_dir: str):
   return task, model_cfg, train_cfg
 
 
+def load_trained(run_dir: str):
+  """(task, model config, params) of a trained run: its own configs, its newest good
+  checkpoint; UsageError if it is not a run or has no checkpoint."""
+  task, model_cfg, train_cfg = from_run_config(rundir.read_config(run_dir), run_dir)
+  params = training.restore_params(run_dir, model_cfg, train_cfg)
+  if params is None:
+    raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
+  return task, model_cfg, params
+
+
 def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
                    batch_size: int = 256, mesh=None):
   """A function params, arrays -> accuracy of the model alone on the scored positions,

@@ -119,24 +119,33 @@ class Block(nn.Module):
   layer: int
 
   @nn.compact
-  def __call__(self, x_BxLxM: jax.Array, intervention=None) -> jax.Array:
+  def __call__(self, x_BxLxM: jax.Array, intervention=None, readout=None) -> jax.Array:
+    """[B, L, M] -> [B, L, M]; with `readout` = (rows_T, cols_T), the MLP runs only at
+    those positions and the block returns [T, M]."""
     c = self.cfg
     dtype = jnp.dtype(c.dtype)
     x_BxLxM = _intervene(self, "resid_pre", x_BxLxM, intervention, None)
     x_BxLxM = x_BxLxM + Attention(c, self.layer, name="attention")(
         nn.LayerNorm(dtype=dtype, name="ln_attention")(x_BxLxM), intervention)
-    h_BxLxM = nn.LayerNorm(dtype=dtype, name="ln_mlp")(x_BxLxM)
-    h_BxLxF = nn.gelu(nn.Dense(c.d_mlp, dtype=dtype, name="mlp_in")(h_BxLxM))
-    return x_BxLxM + nn.Dense(c.d_model, dtype=dtype, name="mlp_out")(h_BxLxF)
+    # Position-wise from here on: what is not read out need not be computed.
+    x_xM = x_BxLxM if readout is None else x_BxLxM[readout[0], readout[1]]
+    h_xM = nn.LayerNorm(dtype=dtype, name="ln_mlp")(x_xM)
+    h_xF = nn.gelu(nn.Dense(c.d_mlp, dtype=dtype, name="mlp_in")(h_xM))
+    return x_xM + nn.Dense(c.d_model, dtype=dtype, name="mlp_out")(h_xF)
 
 
 class Transformer(nn.Module):
-  """tokens int[B, L] -> logits float32[B, L, V]; `intervention` replaces one site."""
+  """tokens int[B, L] -> logits float32[B, L, V]; `intervention` replaces one site.
+
+  `readout` = (rows_T, cols_T), two int[T] arrays, asks for the logits at those T positions
+  only, float32[T, V]: every attention layer still runs at every position (later positions
+  read earlier ones), but the last MLP, the final LayerNorm and the unembedding run only
+  where they are read. Evaluation that scores a few positions per string pays for those."""
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL: jax.Array, intervention=None) -> jax.Array:
+  def __call__(self, tokens_BxL: jax.Array, intervention=None, readout=None) -> jax.Array:
     c = self.cfg
     dtype = jnp.dtype(c.dtype)
     init = nn.initializers.normal(0.02)
@@ -145,10 +154,12 @@ class Transformer(nn.Module):
     length = tokens_BxL.shape[1]
     x_BxLxM = (embed(tokens_BxL) + positions_LxM[:length]).astype(dtype)
     for layer in range(c.n_layers):
-      x_BxLxM = Block(c, layer, name=f"block_{layer}")(x_BxLxM, intervention)
-    x_BxLxM = nn.LayerNorm(dtype=dtype, name="ln_final")(x_BxLxM)
-    logits_BxLxV = nn.Dense(c.vocab_size, dtype=dtype, name="unembed")(x_BxLxM)
-    return logits_BxLxV.astype(jnp.float32)
+      last = layer == c.n_layers - 1
+      x_BxLxM = Block(c, layer, name=f"block_{layer}")(x_BxLxM, intervention,
+                                                      readout if last else None)
+    x_xM = nn.LayerNorm(dtype=dtype, name="ln_final")(x_BxLxM)  # [B, L, M] or [T, M]
+    logits_xV = nn.Dense(c.vocab_size, dtype=dtype, name="unembed")(x_xM)
+    return logits_xV.astype(jnp.float32)
 
 
 def init_params(cfg: ModelConfig, seed: int) -> Any:

@@ -4,8 +4,18 @@
 of a sweep (vmapped over the stacked `Proxy`), and reduces what it needs to sums per
 sequence (for bootstrap intervals over strings) and per bucket of each group (depth,
 distance). Work upstream of the simplified site does not depend on the proxy, so vmap leaves it
-unbatched: it is computed once, not once per setting. Splits stream through in fixed-shape
-batches, so one compilation serves every split and memory does not grow with the split.
+unbatched: it is computed once, not once per setting.
+
+Two things keep the work proportional to what is measured:
+  - length buckets: `evaluate` sorts a split's strings by length and cuts each batch to
+    the smallest width in a short ladder (powers of two up to the model's positions) that
+    holds its longest string, so attention is not spent on padding;
+  - read-out slots: next-token distributions and their metrics are needed only at scored
+    positions, so those are gathered into T slots (a power of two that holds them) and the
+    last MLP, the unembedding, the softmaxes, TV and KL run there only. Attention, and the
+    JSD of the simplified head's pattern, still cover every real query.
+Each (batch, width, slots) shape is one compilation; splits stream through fixed-shape
+batches, so memory does not grow with the split.
 """
 
 from __future__ import annotations
@@ -25,6 +35,41 @@ from proxies import base, metrics
 MODEL_SUMS = ("n_scored", "n_query", "correct_model", "nll_model")
 PROXY_SUMS = ("correct_proxy", "agree", "both_wrong", "tv", "kl", "attention_jsd")
 SUMS = MODEL_SUMS + PROXY_SUMS
+SMALLEST_WIDTH = 16  # the shortest length bucket
+
+
+def _sum_by(v_xN: jax.Array, ids_N: jax.Array, n: int) -> jax.Array:
+  """Sums [..., N] over its last axis into n buckets by id; ids outside 0..n-1 are dropped."""
+  return jnp.moveaxis(jax.ops.segment_sum(jnp.moveaxis(v_xN, -1, 0), ids_N, n), 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FromLayer:
+  """`proxy`, run from a residual stream already computed: at the proxy's layer the
+  stream entering the block is replaced by `resid_BxLxM`, so the blocks before it compute
+  nothing that is used and XLA removes them. Work upstream of the simplified site is then
+  done once per batch (by the model's own run), not once per setting."""
+
+  resid_BxLxM: jax.Array
+  proxy: base.Proxy
+
+  @property
+  def layer(self) -> int:
+    return self.proxy.layer
+
+  @property
+  def head(self) -> int:
+    return self.proxy.head
+
+  @property
+  def sites(self) -> tuple[str, ...]:
+    return ("resid_pre", *self.proxy.sites)
+
+  def __call__(self, site: str, x: jax.Array) -> jax.Array:
+    if site == "resid_pre":
+      x = self.resid_BxLxM
+      return self.proxy(site, x) if site in self.proxy.sites else x
+    return self.proxy(site, x)
 
 
 class FaithfulnessProgram:
@@ -34,71 +79,118 @@ class FaithfulnessProgram:
   buckets, and positions whose bucket is outside 0..n-1 belong to none."""
 
   def __init__(self, cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
-               groups: Mapping[str, int] | None = None, mesh=None):
+               groups: Mapping[str, int] | None = None, mesh=None,
+               settings_per_step: int | None = None):
     model = transformer.Transformer(cfg)
     self.groups = dict(groups or {})
     self.mesh = mesh or mesh_lib.data_mesh()
+    # How many settings of a sweep run side by side (vmapped); the rest follow in a loop
+    # inside the program. On a CPU one at a time is fastest: a setting's [B, L, L]
+    # attention stays in cache, where 16 side by side stream through memory (1.5x slower
+    # per setting, measured). Accelerators want the whole sweep at once.
+    if settings_per_step is None:
+      settings_per_step = 1 if jax.default_backend() == "cpu" else 1 << 16
+    self.settings_per_step = settings_per_step
+    self.shapes: set[tuple[int, int, int]] = set()  # (rows, width, slots) run so far
 
-    def run(params, inputs_BxL, proxy, layer, head):
-      logits_BxLxV, state = model.apply({"params": params}, inputs_BxL, intervention=proxy,
-                                        mutable=["intermediates"])
-      pattern = state["intermediates"][f"block_{layer}"]["attention"]["pattern"][0]
-      return logits_BxLxV, pattern[:, head]
+    def run(params, inputs_BxL, intervention, readout, layer, head):
+      """(logits [T, V] at the read-out slots, the head's pattern [B, L, L], the residual
+      stream entering `layer` [B, L, M])."""
+      logits_TxV, state = model.apply({"params": params}, inputs_BxL,
+                                      intervention=intervention, readout=readout,
+                                      mutable=["intermediates"])
+      block = state["intermediates"][f"block_{layer}"]
+      return logits_TxV, block["attention"]["pattern"][0][:, head], block["resid_pre"][0]
 
-    def run_sweep(params, inputs_BxL, proxy: base.Proxy):
+    def run_sweep(params, inputs_BxL, proxy: base.Proxy, readout, resid_BxLxM):
+      """Every setting, each started from the residual stream entering its layer (computed
+      once by the model's run), `settings_per_step` at a time."""
+      def one(p):
+        out = run(params, inputs_BxL, _FromLayer(resid_BxLxM, p), readout, p.layer, p.head)
+        return out[:2]
       if not jax.tree_util.tree_leaves(proxy):  # a kind without parameters: one setting
-        out = run(params, inputs_BxL, proxy, proxy.layer, proxy.head)
-        return jax.tree_util.tree_map(lambda a: a[None], out)
-      return jax.vmap(lambda p: run(params, inputs_BxL, p, proxy.layer, proxy.head))(proxy)
+        return jax.tree_util.tree_map(lambda a: a[None], one(proxy))
+      return jax.lax.map(one, proxy, batch_size=min(self.settings_per_step, proxy.size))
 
-    def program(params, proxy: base.Proxy, inputs_BxL, gold_BxL, scored_BxL, groups):
-      logits_BxLxV, pattern_BxLxL = run(params, inputs_BxL, None, proxy.layer, proxy.head)
-      logits_PxBxLxV, pattern_PxBxLxL = run_sweep(params, inputs_BxL, proxy)
+    def program(params, proxy: base.Proxy, inputs_BxL, groups_BxL, slots):
+      """`slots`: rows, cols, gold, scored and each group's bucket, all [T]: the positions
+      read out (unscored slots are padding)."""
+      readout = (slots["rows"], slots["cols"])
+      logits_TxV, pattern_BxLxL, resid_BxLxM = run(params, inputs_BxL, None, readout,
+                                                   proxy.layer, proxy.head)
+      logits_PxTxV, pattern_PxBxLxL = run_sweep(params, inputs_BxL, proxy, readout,
+                                                resid_BxLxM)
 
-      scored = scored_BxL.astype(jnp.float32)
-      query = (inputs_BxL != pad_id).astype(jnp.float32)
-      probs_BxLxV = jax.nn.softmax(logits_BxLxV)
-      probs_PxBxLxV = jax.nn.softmax(logits_PxBxLxV)
-      correct_model = decision.correct(logits_BxLxV, gold_BxL)
-      correct_proxy = decision.correct(logits_PxBxLxV, gold_BxL)
-      log_probs_BxLxV = jax.nn.log_softmax(logits_BxLxV)
-      gold_log_prob_BxL = jnp.take_along_axis(
-          log_probs_BxLxV, jnp.clip(gold_BxL, 0, None)[..., None], axis=-1)[..., 0]
-      per_position = {
-          "n_scored": scored,
-          "n_query": query,
-          "correct_model": correct_model * scored,
-          "nll_model": -gold_log_prob_BxL * scored,
-          "correct_proxy": correct_proxy * scored,
-          "agree": (decision.predict(logits_PxBxLxV) == decision.predict(logits_BxLxV)) * scored,
-          "both_wrong": (~correct_model & ~correct_proxy) * scored,
-          "tv": metrics.total_variation(probs_BxLxV, probs_PxBxLxV) * scored,
-          "kl": metrics.kl_divergence(probs_BxLxV, probs_PxBxLxV) * scored,
-          "attention_jsd": metrics.js_divergence(pattern_BxLxL, pattern_PxBxLxL) * query,
+      gold_T, scored_T = slots["gold"], slots["scored"].astype(jnp.float32)
+      probs_TxV = jax.nn.softmax(logits_TxV)
+      probs_PxTxV = jax.nn.softmax(logits_PxTxV)
+      correct_model = decision.correct(logits_TxV, gold_T)
+      correct_proxy = decision.correct(logits_PxTxV, gold_T)
+      gold_log_prob_T = jnp.take_along_axis(jax.nn.log_softmax(logits_TxV),
+                                            jnp.clip(gold_T, 0, None)[:, None], axis=-1)[:, 0]
+      per_slot = {
+          "n_scored": scored_T,
+          "correct_model": correct_model * scored_T,
+          "nll_model": -gold_log_prob_T * scored_T,
+          "correct_proxy": correct_proxy * scored_T,
+          "agree": (decision.predict(logits_PxTxV) == decision.predict(logits_TxV)) * scored_T,
+          "both_wrong": (~correct_model & ~correct_proxy) * scored_T,
+          "tv": metrics.total_variation(probs_TxV, probs_PxTxV) * scored_T,
+          "kl": metrics.kl_divergence(probs_TxV, probs_PxTxV) * scored_T,
       }
-      out = {"sequence": {name: v.sum(-1) for name, v in per_position.items()}}
+      query_BxL = (inputs_BxL != pad_id).astype(jnp.float32)
+      per_position = {  # [..., B, L]
+          "n_query": query_BxL,
+          "attention_jsd": metrics.js_divergence(pattern_BxLxL, pattern_PxBxLxL) * query_BxL,
+      }
+      n_rows = inputs_BxL.shape[0]
+      out = {"sequence": {**{k: _sum_by(v, slots["rows"], n_rows) for k, v in per_slot.items()},
+                          **{k: v.sum(-1) for k, v in per_position.items()}}}
       for group, n_buckets in self.groups.items():
-        bucket_BxLxG = jax.nn.one_hot(groups[group], n_buckets)  # out of range: all zeros
-        out[group] = {name: jnp.einsum("...bl,blg->...g", v, bucket_BxLxG)
-                      for name, v in per_position.items()}
+        ids_N = groups_BxL[group].reshape(-1)
+        out[group] = {
+            **{k: _sum_by(v, slots[group], n_buckets) for k, v in per_slot.items()},
+            **{k: _sum_by(v.reshape(*v.shape[:-2], -1), ids_N, n_buckets)
+               for k, v in per_position.items()}}
       return out
 
-    # Batches are split over the mesh's data axis; parameters and the proxy sweep are
-    # replicated (`place` them once). Sums per sequence stay split; per-group sums reduce.
+    # Batches (and their read-out slots) are split over the mesh's data axis; parameters and
+    # the proxy sweep are replicated (`place` them once). Sums per sequence stay split;
+    # per-group sums reduce.
     replicated, split = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
-    self._program = jax.jit(program, in_shardings=(replicated, replicated, split, split, split,
-                                                   {g: split for g in self.groups}))
+    self._program = jax.jit(program, in_shardings=(replicated, replicated, split, split, split))
 
   def place(self, params, proxy: base.Proxy):
     """(params, proxy) replicated over the mesh: do it once, not per batch."""
     return mesh_lib.replicate(self.mesh, params), mesh_lib.replicate(self.mesh, proxy)
 
+  def slots(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The scored positions of a [B, L] batch gathered into T slots: the smallest power of
+    two (a multiple of the mesh's devices, at most B * L) that holds them; the rest pad."""
+    rows, cols = np.nonzero(batch["scored"])
+    n_rows, length = batch["scored"].shape
+    n_slots = 1 << max(len(rows) - 1, 0).bit_length()
+    n_slots = min(mesh_lib.round_up(n_slots, self.mesh), n_rows * length)
+    pad = n_slots - len(rows)
+    take = lambda a, fill: np.concatenate([a[rows, cols], np.full(pad, fill, a.dtype)])
+    return {"rows": np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32),
+            "cols": np.concatenate([cols, np.zeros(pad, cols.dtype)]).astype(np.int32),
+            "gold": take(batch["gold"], -1), "scored": take(batch["scored"], False),
+            **{g: take(batch[g], -1) for g in self.groups}}
+
+  def _arguments(self, params, proxy: base.Proxy, batch: Mapping[str, np.ndarray]):
+    shard = lambda arrays: mesh_lib.shard_batch(self.mesh, arrays)
+    return (params, proxy, shard({"inputs": batch["inputs"]})["inputs"],
+            shard({g: batch[g] for g in self.groups}), shard(self.slots(batch)))
+
   def __call__(self, params, proxy: base.Proxy, batch: Mapping[str, np.ndarray]) -> dict:
-    names = ("inputs", "gold", "scored", *self.groups)
-    b = mesh_lib.shard_batch(self.mesh, {k: batch[k] for k in names})
-    out = self._program(params, proxy, b["inputs"], b["gold"], b["scored"],
-                        {g: b[g] for g in self.groups})
-    return mesh_lib.to_host(out)
+    arguments = self._arguments(params, proxy, batch)
+    self.shapes.add((*batch["inputs"].shape, arguments[-1]["rows"].shape[0]))
+    return mesh_lib.to_host(self._program(*arguments))
+
+  def lower(self, params, proxy: base.Proxy, batch: Mapping[str, np.ndarray]):
+    """The program lowered for this batch's shapes (for its cost analysis)."""
+    return self._program.lower(*self._arguments(params, proxy, batch))
 
 
 def derive(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -188,40 +280,70 @@ def padding(pad_id: int, groups=()) -> dict:
   return {"inputs": pad_id, "gold": -1, "scored": False, **{g: -1 for g in groups}}
 
 
-def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
-                  fill: Mapping[str, int]) -> Iterator[tuple[dict, int]]:
-  """Slices the [N, ...] arrays named in `fill` into batches of `batch_size` rows; the last
-  is padded with rows of `fill` values. Yields (batch, number of real rows)."""
-  n = len(arrays[next(iter(fill))])
+def length_ladder(length: int, smallest: int = SMALLEST_WIDTH) -> tuple[int, ...]:
+  """Batch widths: powers of two from `smallest` below `length`, then `length` itself."""
+  widths, w = [], smallest
+  while w < length:
+    widths.append(w)
+    w *= 2
+  return (*widths, length)
+
+
+def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int, fill: Mapping[str, int],
+                  widths: tuple[int, ...] | None = None
+                  ) -> Iterator[tuple[dict, np.ndarray]]:
+  """Batches of `batch_size` rows of the [N, L, ...] arrays named in `fill`; the last is
+  padded with rows of `fill` values. Yields (batch, indices of its real rows).
+
+  With `widths` (ascending, the last = L), strings are taken shortest first and each batch
+  is cut to the smallest width that holds its longest string; a string's length is up to
+  its last position whose `inputs` is not padding or that is `scored`."""
+  first = arrays[next(iter(fill))]
+  n, length = first.shape[:2]
+  order = np.arange(n)
+  if widths is not None:
+    used_NxL = arrays["inputs"] != fill["inputs"]
+    if "scored" in arrays:
+      used_NxL = used_NxL | arrays["scored"]
+    lengths = np.where(used_NxL.any(1), length - np.argmax(used_NxL[:, ::-1], axis=1), 1)
+    order = np.argsort(lengths, kind="stable")
   for start in range(0, n, batch_size):
-    real = min(batch_size, n - start)
+    rows = order[start:start + batch_size]
+    width = length if widths is None else next(w for w in widths if w >= lengths[rows].max())
     batch = {}
     for name in fill:
-      a = arrays[name]
-      chunk = a[start:start + real]
-      if real < batch_size:
-        pad = np.full((batch_size - real,) + a.shape[1:], fill[name], a.dtype)
+      chunk = arrays[name][rows][:, :width]
+      if len(rows) < batch_size:
+        pad = np.full((batch_size - len(rows),) + chunk.shape[1:], fill[name], chunk.dtype)
         chunk = np.concatenate([chunk, pad])
       batch[name] = chunk
-    yield batch, real
+    yield batch, rows
 
 
 def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
-             arrays: Mapping[str, np.ndarray], batch_size: int, pad_id: int) -> SplitResult:
+             arrays: Mapping[str, np.ndarray], batch_size: int, pad_id: int,
+             by_length: bool = True) -> SplitResult:
   """Streams one split (`inputs`, `gold`, `scored` and the program's groups, each [N, L])
-  through the program in fixed-shape batches; memory holds one batch and the sums."""
+  through the program in fixed-shape batches; memory holds one batch and the sums. With
+  `by_length` (the default), batches are length-bucketed (`fixed_batches`): the sums are
+  the same, for less work (`program.shapes` says which batch shapes ran)."""
   fill = padding(pad_id, program.groups)
   mesh_lib.check_divisible(batch_size, program.mesh)
   params, proxy = program.place(params, proxy)
-  sequence: dict[str, list[np.ndarray]] = {k: [] for k in SUMS}
+  n, length = arrays["inputs"].shape
+  widths = length_ladder(length) if by_length else None
+  sequence: dict[str, np.ndarray] = {}
   groups = {g: {k: 0.0 for k in SUMS} for g in program.groups}
-  for batch, real in fixed_batches(arrays, batch_size, fill):
+  for batch, rows in fixed_batches(arrays, batch_size, fill, widths):
     out = program(params, proxy, batch)
     for k in SUMS:
-      sequence[k].append(out["sequence"][k][..., :real])
+      per_row = out["sequence"][k]
+      if k not in sequence:
+        sequence[k] = np.zeros(per_row.shape[:-1] + (n,), np.float64)
+      sequence[k][..., rows] = per_row[..., :len(rows)]
       for g in program.groups:
         groups[g][k] = groups[g][k] + out[g][k].astype(np.float64)
-  return SplitResult({k: np.concatenate(v, axis=-1) for k, v in sequence.items()}, groups)
+  return SplitResult(sequence, groups)
 
 
 def collect_activations(cfg: transformer.ModelConfig, params, inputs_NxL: np.ndarray,
@@ -234,12 +356,13 @@ def collect_activations(cfg: transformer.ModelConfig, params, inputs_NxL: np.nda
   capture = jax.jit(lambda p, x: {s: transformer.capture(cfg, p, x, layer, s) for s in sites},
                     in_shardings=(mesh_lib.replicated(mesh), split))
   params = mesh_lib.replicate(mesh, params)
-  rows: dict[str, list[np.ndarray]] = {s: [] for s in sites}
-  for batch, real in fixed_batches({"inputs": inputs_NxL}, batch_size, {"inputs": pad_id}):
+  vectors: dict[str, list[np.ndarray]] = {s: [] for s in sites}
+  for batch, rows in fixed_batches({"inputs": inputs_NxL}, batch_size, {"inputs": pad_id}):
+    real = len(rows)
     acts = mesh_lib.to_host(capture(params, mesh_lib.shard_batch(mesh, batch)["inputs"]))
     keep = batch["inputs"][:real] != pad_id
     for s in sites:
       a = acts[s][:real]
       a = a if s == "resid_pre" else a[:, :, head]  # [B, L, H, D] -> one head
-      rows[s].append(a[keep])
-  return {s: np.concatenate(v) for s, v in rows.items()}
+      vectors[s].append(a[keep])
+  return {s: np.concatenate(v) for s, v in vectors.items()}

@@ -46,7 +46,7 @@ def main(out: str, n_devices: int) -> None:
   report = {
       "devices": m.size, "processes": jax.process_count(), "restored_equals_trained": same,
       "params": [np.asarray(x, np.float64).ravel().tolist() for x in leaves],
-      "rows": result.rows, "compilations": result.compilations,
+      "rows": result.rows, "compilations": result.compilations, "shapes": result.shapes,
       "digest": hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in leaves)).hexdigest(),
   }
   if mesh.is_main():

@@ -104,5 +104,21 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_strings(
 def test_fixed_batches_pad_the_last_batch():
   arrays = {"x": np.arange(10).reshape(5, 2)}
   batches = list(faithfulness.fixed_batches(arrays, 2, {"x": -1}))
-  assert [real for _, real in batches] == [2, 2, 1]
+  assert [rows.tolist() for _, rows in batches] == [[0, 1], [2, 3], [4]]
   assert batches[-1][0]["x"].tolist() == [[8, 9], [-1, -1]]
+
+
+def test_length_batches_sort_by_length_and_cut_to_the_ladder():
+  pad = 9
+  inputs = np.full((5, 32), pad)
+  for row, length in enumerate((20, 3, 32, 5, 16)):
+    inputs[row, :length] = 1
+  scored = np.zeros_like(inputs, bool)
+  scored[1, 6] = True  # a scored position past the last token still counts as used
+  widths = faithfulness.length_ladder(32, smallest=8)
+  assert widths == (8, 16, 32)
+  batches = list(faithfulness.fixed_batches({"inputs": inputs, "scored": scored}, 2,
+                                            {"inputs": pad, "scored": False}, widths))
+  assert [rows.tolist() for _, rows in batches] == [[3, 1], [4, 0], [2]]
+  assert [b["inputs"].shape for b, _ in batches] == [(2, 8), (2, 32), (2, 32)]
+  assert batches[0][0]["scored"][1, 6]

@@ -79,10 +79,12 @@ def test_full_rank_proxy_equals_the_model(params, inputs):
   assert row["attention_jsd"] < 1e-6 and row["tv"] < 1e-5
 
 
-def test_sweep_in_one_program_equals_one_call_per_setting(params, inputs):
+@pytest.mark.parametrize("settings_per_step", [1, 2, 3])
+def test_sweep_in_one_program_equals_one_call_per_setting(params, inputs, settings_per_step):
   ranks = (1, 2, 4)
   sweep = fitted(params, inputs, ranks)
-  program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
+  program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD,
+                                             settings_per_step=settings_per_step)
   together = faithfulness.evaluate(program, params, sweep, arrays_for(inputs), 8, PAD).summary()
   for i in range(len(ranks)):
     single = jax.tree_util.tree_map(lambda a: a[i:i + 1], sweep)
@@ -107,10 +109,10 @@ def test_work_upstream_of_the_site_is_done_once(params, inputs):
 
   def flops(layer, n_settings):
     proxy = fitted(params, inputs, (2,) * n_settings, layer=layer)
-    program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
-    batch = arrays_for(inputs[:8])
-    lowered = program._program.lower(params, proxy, batch["inputs"], batch["gold"],
-                                     batch["scored"], {})
+    # Every setting side by side: XLA's cost analysis counts a loop's body once.
+    program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD,
+                                               settings_per_step=n_settings)
+    lowered = program.lower(*program.place(params, proxy), arrays_for(inputs[:8]))
     return lowered.compile().cost_analysis()["flops"]
 
   per_setting_layer0 = flops(0, 5) - flops(0, 1)
@@ -125,3 +127,59 @@ def test_proxy_spec_labels_and_round_trip():
   spec = proxies.ProxySpec("svd", 1, 0, ("q", "k"), (1, 4), (("centered", True),))
   assert [row["rank"] for row in spec.labels()] == [1, 4]
   assert spec.to_dict()["options"] == {"centered": True}
+
+
+def test_length_buckets_and_read_out_slots_give_the_same_sums_as_full_padding():
+  """Per-string and per-group sums of a bucketed, slot-gathered evaluation equal a direct
+  computation at every position of full-width arrays (the plain definition)."""
+  cfg = transformer.ModelConfig(vocab_size=11, seq_len=64, n_layers=2, n_heads=1,
+                                d_model=16, d_head=8, d_mlp=32)
+  params = transformer.init_params(cfg, seed=1)
+  rng = np.random.default_rng(3)
+  inputs = rng.integers(0, PAD, (40, cfg.seq_len)).astype(np.int32)
+  for row, length in enumerate(rng.integers(2, cfg.seq_len + 1, 40)):
+    inputs[row, length:] = PAD  # lengths spread over every bucket of the ladder
+  arrays = {"inputs": inputs, "gold": np.where(inputs % 2 == 0, 3, 4).astype(np.int32),
+            "scored": (inputs != PAD) & (rng.random(inputs.shape) < 0.2),
+            "bucket": rng.integers(-1, 3, inputs.shape).astype(np.int32)}
+  acts = faithfulness.collect_activations(cfg, params, inputs, PAD, 1, 0, ("q", "k"))
+  sweep = proxies.fit(proxies.ProxySpec("svd", 1, 0, ("q", "k"), (1, 4)), acts)
+  program = faithfulness.FaithfulnessProgram(cfg, metrics.Decision(0, 10), PAD, {"bucket": 3})
+  bucketed = faithfulness.evaluate(program, params, sweep, arrays, 8, PAD)
+  assert {w for _, w, _ in program.shapes} == {16, 32, 64}  # cut to the ladder
+  assert all(t < 8 * w for _, w, t in program.shapes)  # fewer slots than positions
+  padded = faithfulness.evaluate(program, params, sweep, arrays, 8, PAD, by_length=False)
+
+  model = transformer.Transformer(cfg)
+  decision = metrics.Decision(0, 10)
+  logits, state = model.apply({"params": params}, inputs, mutable=["intermediates"])
+  pattern = state["intermediates"]["block_1"]["attention"]["pattern"][0][:, 0]
+  scored, query = arrays["scored"], inputs != PAD
+  expected = {"n_scored": scored.sum(1), "n_query": query.sum(1),
+              "correct_model": (decision.correct(logits, arrays["gold"]) & scored).sum(1)}
+  log_probs = jax.nn.log_softmax(logits)
+  expected["nll_model"] = -(np.take_along_axis(log_probs, arrays["gold"][..., None], -1)[..., 0]
+                            * scored).sum(1)
+  for p in range(2):
+    one = jax.tree_util.tree_map(lambda a: a[p], sweep)
+    logits_p, state_p = model.apply({"params": params}, inputs, intervention=one,
+                                    mutable=["intermediates"])
+    pattern_p = state_p["intermediates"]["block_1"]["attention"]["pattern"][0][:, 0]
+    probs, probs_p = jax.nn.softmax(logits), jax.nn.softmax(logits_p)
+    per_string = {
+        "agree": (decision.predict(logits) == decision.predict(logits_p)) & scored,
+        "tv": metrics.total_variation(probs, probs_p) * scored,
+        "kl": metrics.kl_divergence(probs, probs_p) * scored,
+        "attention_jsd": metrics.js_divergence(pattern, pattern_p) * query}
+    for name, v in per_string.items():
+      expected.setdefault(name, []).append(np.asarray(v).sum(1))
+  for name, want in expected.items():
+    np.testing.assert_allclose(bucketed.sequence[name], np.asarray(want), rtol=1e-4,
+                               atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(bucketed.sequence[name], padded.sequence[name], rtol=1e-4,
+                               atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(bucketed.groups["bucket"][name],
+                               padded.groups["bucket"][name], rtol=1e-4, atol=1e-5,
+                               err_msg=name)
+  np.testing.assert_allclose(bucketed.groups["bucket"]["n_scored"],
+                             [(scored & (arrays["bucket"] == b)).sum() for b in range(3)])
