@@ -19,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import tqdm
 
 SPLITS = ("train", "iid", "seen_struct", "unseen_struct_short", "unseen_struct_long", "unseen_depth")
 TEST_SPLITS = SPLITS[1:]
@@ -122,11 +123,16 @@ class Vocab:
 
 
 def sample(rng: np.random.Generator, n: int, *, n_types: int, depth_cap: int,
-           min_length: int, max_length: int, chunk: int = 8192) -> list[np.ndarray]:
-  """Draws `n` strings from the automaton, `chunk` candidates at a time."""
+           min_length: int, max_length: int, chunk: int = 8192,
+           progress: Callable[[int], object] | None = None) -> list[np.ndarray]:
+  """Draws `n` strings from the automaton, `chunk` candidates at a time (`progress` is told
+  how many strings each chunk added)."""
   out: list[np.ndarray] = []
   while len(out) < n:
-    out.extend(_sample_chunk(rng, chunk, n_types, depth_cap, min_length, max_length))
+    drawn = _sample_chunk(rng, chunk, n_types, depth_cap, min_length, max_length)
+    if progress:
+      progress(min(len(drawn), n - len(out)))
+    out.extend(drawn)
   return out[:n]
 
 
@@ -215,10 +221,20 @@ def _rng(seed: int, split: str) -> np.random.Generator:
 
 
 def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
-  """All six splits (SPLITS), deterministic in `config`."""
-  c = config
+  """All six splits (SPLITS), deterministic in `config`. The default sizes take minutes on
+  a CPU, so a progress bar counts the strings found (on a terminal only: tqdm's
+  `disable=None`, so logs and tests stay clean)."""
+  bar = tqdm.tqdm(total=config.n_train + len(TEST_SPLITS) * config.n_test,
+                  desc="generating Dyck strings", unit=" strings", disable=None, leave=False)
+  with bar:
+    return _generate(config, bar)
+
+
+def _generate(c: DyckConfig, bar: tqdm.tqdm) -> dict[str, list[np.ndarray]]:
   draw = dict(n_types=c.n_types, min_length=c.min_length, max_length=c.max_length)
-  train = sample(_rng(c.seed, "train"), c.n_train, depth_cap=c.max_depth, **draw)
+  bar.set_postfix_str("train")
+  train = sample(_rng(c.seed, "train"), c.n_train, depth_cap=c.max_depth, progress=bar.update,
+                 **draw)
   train_strings = {s.tobytes() for s in train}
   seen = {struct for s in train for struct in segment_structures(s, c.n_types)}
 
@@ -226,12 +242,16 @@ def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
     return (s for s in candidates if s.tobytes() not in train_strings)
 
   def stream(split: str, depth_cap: int) -> Iterator[np.ndarray]:
+    bar.set_postfix_str(split)
     rng = _rng(c.seed, split)
     for _ in range(0, MAX_CANDIDATES_PER_STRING * c.n_test, 4096):
       yield from sample(rng, 4096, depth_cap=depth_cap, **draw)
 
   def take(candidates: Iterable[np.ndarray], split: str) -> list[np.ndarray]:
-    found = list(itertools.islice(candidates, c.n_test))
+    found = []
+    for s in itertools.islice(candidates, c.n_test):
+      found.append(s)
+      bar.update()
     if len(found) < c.n_test:
       raise SplitError(split, len(found), c)
     return found
@@ -248,10 +268,13 @@ def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
       pool = "unseen_struct_short" if len(s) <= c.short_length else "unseen_struct_long"
     if len(pools[pool]) < c.n_test:
       pools[pool].append(s)
+      bar.update()
     if all(len(p) == c.n_test for p in pools.values()):
       break
   for name, pool in pools.items():
-    splits[name] = take(pool, name)
+    splits[name] = pool
+    if len(pool) < c.n_test:
+      raise SplitError(name, len(pool), c)
 
   deeper = (s for s in stream("unseen_depth", c.ood_depth_cap)
             if max_depth(s, c.n_types) > c.max_depth)

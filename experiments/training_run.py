@@ -16,9 +16,10 @@ def default_run_dir(task, train_cfg: training.TrainConfig, root: str = rundir.RU
 
 def train(task, model_cfg: transformer.ModelConfig,
           train_cfg: training.TrainConfig, run_dir: str,
-          log: Callable[[str], None] = print) -> tuple[object, float]:
+          log: Callable[[str], None] = print, progress: bool = False) -> tuple[object, float]:
   """Trains (or resumes) the run in `run_dir`; returns (params, iid accuracy). In a
-  multi-process job every process calls it and only process 0 logs."""
+  multi-process job every process calls it and only process 0 logs. `progress`: a bar over
+  the steps (on a terminal), for callers that log nothing."""
   log = log if mesh.is_main() else (lambda line: None)
   iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
   rundir.claim(run_dir, {"task": task.name,
@@ -31,5 +32,6 @@ def train(task, model_cfg: transformer.ModelConfig,
   accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
   params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,
                           task.train_batches(train_cfg.batch_size, train_cfg.seed),
-                          lambda p: {"iid_accuracy": accuracy(p, iid)}, log=log)
+                          lambda p: {"iid_accuracy": accuracy(p, iid)}, log=log,
+                          progress=progress)
   return params, accuracy(params, iid)

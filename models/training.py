@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+import tqdm
 
 from models import atomic, checkpoints, mesh as mesh_lib, transformer
 
@@ -159,13 +160,14 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
           batches: Callable[[int], dict], evaluate: Callable[[Any], dict],
           log: Callable[[str], None] = print,
           stop: Callable[[dict], bool] = lambda row: False,
-          mesh: jax.sharding.Mesh | None = None) -> Any:
+          mesh: jax.sharding.Mesh | None = None, progress: bool = False) -> Any:
   """Trains to `cfg.steps` (or until `stop(row)` holds for a logged row), resuming from the
   newest good checkpoint in `run_dir`; returns the params (as numpy, on every process).
 
   Batch `step` is `batches(step)` and the state is restored exactly, so a run killed at any
   moment and rerun ends with the same parameters as one never interrupted. Batches are
-  split over `mesh` (default: every device); only process 0 logs and writes metrics."""
+  split over `mesh` (default: every device); only process 0 logs and writes metrics.
+  `progress`: a bar over the steps, for callers that log nothing (on a terminal only)."""
   mesh = mesh or mesh_lib.data_mesh()
   mesh_lib.check_divisible(cfg.batch_size, mesh)
   main = mesh_lib.is_main()
@@ -189,13 +191,16 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
         f.write(json.dumps(row) + "\n")
 
   tokens, losses, clock = 0, [], time.perf_counter()
-  with _stop_signals() as caught:
+  bar = tqdm.tqdm(total=cfg.steps, initial=start, desc="training", unit=" step", leave=False,
+                  disable=None if progress and main else True)
+  with bar, _stop_signals() as caught:
     for step in range(start, cfg.steps):
       batch = batches(step)
       sharded = mesh_lib.shard_batch(mesh, {k: batch[k] for k in ("inputs", "targets")})
       state, loss = train_step(state, sharded["inputs"], sharded["targets"])
       losses.append(loss)  # stays on the device: no sync until the step is logged
       tokens += int((batch["targets"] != pad_id).sum())
+      bar.update()
       done = step + 1
       stopping = False
       signalled = caught[0] if caught else None  # read once a step: a later one counts next
@@ -211,6 +216,7 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
         if done % cfg.eval_every == 0 or done == cfg.steps:
           row.update(evaluate(state["params"]))
         record(row)
+        bar.set_postfix_str(f"loss {loss:.4f}")
         log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in row.items()))
         tokens, losses, clock = 0, [], time.perf_counter()

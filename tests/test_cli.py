@@ -1,9 +1,15 @@
 """train.py, evaluate.py and `python -m data.dyck` end to end on a tiny config, and bad input."""
 
+import fcntl
 import json
 import os
+import pty
 import re
 import shutil
+import struct
+import subprocess
+import sys
+import termios
 
 import pytest
 
@@ -11,6 +17,7 @@ import evaluate
 from data import dyck
 from experiments import cli, rundir
 
+from tests import tiny
 from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
 
 TINY_MODEL = [*MODEL_FLAGS, "--steps=30", "--log_every=10", "--eval_every=10",
@@ -128,6 +135,7 @@ def test_separate_fits_take_sites_of_two_widths(trained, tmp_path):
                "--rank=2,8", "--n_fit=50", "--n_bootstrap=50", "--splits=iid", f"--out={out}",
                cwd=cwd)
   assert result.returncode == 0, result.stderr
+  assert result.stderr == ""  # no progress bar when stderr is not a terminal
   rows = json.loads(out.read_text())
   assert [(r["rank"], r["sites"], r["separate"]) for r in rows] == \
       [(2, "q+resid_pre", True), (8, "q+resid_pre", True)]
@@ -197,6 +205,35 @@ def test_resuming_upgrades_an_older_config_and_reads_tuples_back(tmp_path, monke
   rundir.claim("runs/r", new)
   with pytest.raises(cli.UsageError, match="data_dir: 'runs/tfds' -> 'runs/r/tfds'"):
     rundir.claim("runs/r", {**new, "data_dir": "tfds"})
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_progress_bars_show_on_a_terminal_only(tmp_path, terminal):
+  """Generating data shows a bar on a terminal; in logs and pipes (and these tests) none."""
+  command = [sys.executable, "-m", "data.dyck", "--split=iid", "--n=1", *TINY_DATA,
+             f"--data_dir={tmp_path}"]
+  if not terminal:
+    result = subprocess.run(command, env=tiny.env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "generating the Dyck splits" in result.stderr
+    assert "Dyck strings" not in result.stderr and "%|" not in result.stderr
+    return
+  leader, follower = pty.openpty()  # a terminal 120 columns wide for stderr
+  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+  proc = subprocess.Popen(command, env=tiny.env(), stdout=subprocess.DEVNULL, stderr=follower)
+  os.close(follower)
+  seen = b""
+  while True:
+    try:
+      chunk = os.read(leader, 4096)
+    except OSError:  # the terminal closed with the process
+      break
+    if not chunk:
+      break
+    seen += chunk
+  assert proc.wait(timeout=300) == 0
+  os.close(leader)
+  assert b"generating Dyck strings" in seen and b"%|" in seen, seen[-2000:]
 
 
 def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
