@@ -1,5 +1,6 @@
 """Reproduce the Dyck half of the paper in one command.
 
+  python -m experiments.reproduce --setting=smoke   # tiny, ~1.5 min on 2 CPU cores: try it
   python -m experiments.reproduce                   # reduced: 3 seeds, < 30 min on 2 CPU cores
   python -m experiments.reproduce --setting=full    # 5 seeds, paper-sized sweeps: GPU or TPU
   python -m experiments.reproduce --setting=full --depths=8,10,12   # seeds x depths x proxies
@@ -41,6 +42,19 @@ class Plan:
 
 
 PLANS = {
+    # About a minute and a half on a 2-core CPU, to try the whole pipeline (and what the
+    # tests run): Dyck-(4, 4) strings of up to 30 brackets, a 2-layer model 16 wide trained
+    # 300 steps, one seed, 100 strings per test split. The time goes to compiling the 8
+    # evaluation programs (2 layers x 4 families; about 10 s each), so each extra seed
+    # (`--seeds=0,1` for intervals over seeds) adds about a minute. Rank 8 is the head's
+    # full width, so its agreement is 1 by construction: a check, not a finding.
+    "smoke": Plan(seeds=(0,), ranks=(1, 2, 8), ks=(2, 8),
+                  data=dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=2000,
+                                       n_test=100, short_length=14, ood_depth_cap=8),
+                  train=training.TrainConfig(steps=300, batch_size=32, warmup_steps=30,
+                                             log_every=100, eval_every=300,
+                                             checkpoint_every=300),
+                  model=(("d_model", 16), ("d_head", 8), ("d_mlp", 32)), batch_size=128),
     # Fits in 30 minutes on a 2-core CPU: fewer training steps, 500 strings per test split,
     # coarser sweeps (README "Reproduction" gives the measured time and accuracies). K
     # reaches 256 because the layer-1 head needs about #types x #depths = 200 clusters.
@@ -115,7 +129,7 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
     train_cfg = dataclasses.replace(plan.train, seed=seed)
     run_dir = training_run.default_run_dir(task, train_cfg, root=out)
     params, accuracy = training_run.train(task, model_cfg, train_cfg, run_dir,
-                                          log=lambda line: None)
+                                          log=lambda line: None, progress=True)
     log(f"seed {seed}: iid accuracy {accuracy:.4f} ({run_dir}; "
         f"{time.perf_counter() - clock:.0f} s so far)")
     for spec in specs(plan, model_cfg.n_layers):

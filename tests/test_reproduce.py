@@ -1,34 +1,29 @@
-"""The one-command reproduction on a tiny setting: runs, tables, figures, report, resume."""
+"""The one-command reproduction in its smoke setting: runs, tables, figures, report, resume."""
 
 import csv
 import dataclasses
+import math
 
 import pytest
 
-from experiments import reproduce
-from models import training
+from experiments import aggregate, reproduce
 from tests import tiny
 
-TINY = reproduce.Plan(
-    seeds=(0, 1, 2), ranks=(1, 2, 8), ks=(2, 4), data=tiny.DATA,
-    train=training.TrainConfig(steps=30, log_every=10, eval_every=30, checkpoint_every=30,
-                               batch_size=16),
-    model=tuple(tiny.MODEL.items()), batch_size=16)
+SMOKE = reproduce.PLANS["smoke"]
 
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
+  """`python -m experiments.reproduce --setting=smoke`, written under a temporary folder."""
   out = tmp_path_factory.mktemp("reproduce")
-  with pytest.MonkeyPatch.context() as m:
-    m.setitem(reproduce.PLANS, "tiny", TINY)
-    reproduce.main(["--setting=tiny", f"--out={out}", f"--data_dir={out / 'tfds'}"])
+  reproduce.main(["--setting=smoke", f"--out={out}", f"--data_dir={out / 'tfds'}"])
   return out
 
 
 def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   rows = list(csv.DictReader(open(reproduced / "rows.csv")))
   seen = {(r["model_seed"], r["layer"], r["proxy"], r["split"]) for r in rows}
-  assert len(seen) == 3 * 2 * 4 * 5
+  assert len(seen) == len(SMOKE.seeds) * 2 * 4 * 5
   assert {r.get("rank") or r.get("k") for r in rows if r["proxy"] == "svd"} == {"1", "2", "8"}
   # Full rank is the model itself, on every seed, layer and split.
   full = [r for r in rows if r["proxy"] == "svd" and r["rank"] == "8"]
@@ -36,7 +31,7 @@ def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   groups = list(csv.DictReader(open(reproduced / "by_group.csv")))
   assert {g["group"] for g in groups} == {"depth", "distance"}
   deepest = max(int(g["bucket"]) for g in groups if g["group"] == "depth")
-  assert deepest > tiny.DATA.max_depth  # unseen depth reaches past training
+  assert deepest > SMOKE.data.max_depth  # unseen depth reaches past training
 
 
 def test_figures_and_report_are_written(reproduced):
@@ -53,16 +48,14 @@ def test_figures_and_report_are_written(reproduced):
 
 
 def test_rerun_reads_back_instead_of_recomputing(reproduced, capsys):
-  with pytest.MonkeyPatch.context() as m:
-    m.setitem(reproduce.PLANS, "tiny", TINY)
-    reproduce.main(["--setting=tiny", f"--out={reproduced}",
-                    f"--data_dir={reproduced / 'tfds'}"])
+  reproduce.main(["--setting=smoke", f"--out={reproduced}", f"--data_dir={reproduced / 'tfds'}"])
   printed = capsys.readouterr().out
   assert "setting(s) x 5 splits" not in printed  # nothing evaluated again
-  assert printed.count("iid accuracy") == 3
+  assert printed.count("iid accuracy") == len(SMOKE.seeds)
 
 
 def test_plans_are_valid_and_reduced_has_three_seeds():
+  assert list(reproduce.PLANS) == ["smoke", "reduced", "full"]
   assert len(reproduce.PLANS["reduced"].seeds) >= 3 and len(reproduce.PLANS["full"].seeds) >= 3
   for plan in reproduce.PLANS.values():
     assert dataclasses.replace(plan.train, seed=1).seed == 1
@@ -70,13 +63,25 @@ def test_plans_are_valid_and_reduced_has_three_seeds():
 
 def test_a_sweep_over_depths_writes_one_report_per_depth(tmp_path):
   with pytest.MonkeyPatch.context() as m:
-    m.setitem(reproduce.PLANS, "tiny", dataclasses.replace(TINY, ks=(2,), ranks=(8,)))
+    # tiny.DATA: few enough training strings that depth 3 still has unseen structures.
+    m.setitem(reproduce.PLANS, "tiny",
+              dataclasses.replace(SMOKE, data=tiny.DATA, ks=(2,), ranks=(8,)))
     reproduce.main(["--setting=tiny", "--depths=3,4", "--seeds=5", f"--out={tmp_path}",
                     f"--data_dir={tmp_path / 'tfds'}"])
   for depth in (3, 4):
     text = (tmp_path / f"m{depth}" / "report.md").read_text()
     assert f"Dyck-(4, {depth})" in text and "seeds 5;" in text
     assert (tmp_path / f"m{depth}" / f"dyck-k4-m{depth}-s5" / "checkpoints").is_dir()
+
+
+def test_intervals_over_seeds():
+  """The smoke setting has one seed; the Student-t interval over several is checked here."""
+  mean, lo, hi = aggregate.seed_interval([0.8, 0.9, 1.0, None])
+  assert mean == pytest.approx(0.9)
+  assert hi - mean == pytest.approx(mean - lo) == pytest.approx(4.3027 * 0.1 / math.sqrt(3),
+                                                                rel=1e-4)
+  assert aggregate.seed_interval([0.7]) == (0.7, 0.7, 0.7)
+  assert all(math.isnan(v) for v in aggregate.seed_interval([]))
 
 
 def test_an_impossible_depth_is_a_usage_error(tmp_path):
