@@ -31,7 +31,9 @@ SWEEP_DEFAULTS = {"rank": [4], "k": [8]}
 GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
 
 COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
-           "agreement", "agreement_95ci", "attention_jsd", "tv", "kl", "shared_errors", "n")
+           "agreement", "agreement_95ci", "attention_jsd", "tv", "kl", "shared_errors", "n",
+           # Dyck: the same on closes deeper than the training depth (tasks.DyckTask.strata)
+           "accuracy_model_deep", "accuracy_proxy_deep", "agreement_deep", "n_deep")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

@@ -20,7 +20,8 @@ from experiments import cli, rundir
 from models import mesh as mesh_lib, transformer
 from proxies import faithfulness
 
-MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart
+MAX_K = 1024
+STRATUM_METRICS = ("accuracy_model", "accuracy_proxy", "agreement", "n")  # the k-means fit holds an [N, K] distance matrix per restart
 
 
 class CompileCounter:
@@ -96,9 +97,14 @@ def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.Pro
       result = faithfulness.evaluate(program, params, proxy, arrays, batch_size, task.pad_id)
       counter.active = False
       labels = [{"split": split, **label} for label in spec.labels()]
-      for label, summary, interval in zip(labels, result.summary(),
-                                          result.bootstrap(n_bootstrap, seed)):
-        rows.append({**label, **summary, **interval, "scoring": scoring, "n_fit": n_fit})
+      strata = [{} for _ in labels]  # per sweep entry: metrics of each stratum, suffixed
+      for name, (group, buckets) in task.strata.items():
+        for entry, metrics in zip(strata, result.stratum(group, buckets)):
+          entry.update({f"{m}_{name}": metrics[m] for m in STRATUM_METRICS})
+      for label, summary, interval, stratum in zip(labels, result.summary(),
+                                                   result.bootstrap(n_bootstrap, seed), strata):
+        rows.append({**label, **summary, **stratum, **interval, "scoring": scoring,
+                     "n_fit": n_fit})
       for group, bucket_labels in groups.items():
         for label, buckets in zip(labels, result.by_group(group)):
           group_rows += [{**label, "group": group, "bucket": bucket_labels[b], **buckets[b]}

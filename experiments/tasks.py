@@ -84,6 +84,19 @@ class DyckTask:
     distances = [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
     return {"depth": [str(d) for d in depths], "distance": distances}
 
+  @functools.cached_property
+  def strata(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Unions of buckets reported beside the pooled metrics of every split: name ->
+    (group, buckets). Pooled numbers of a split mostly count shallow closes, whatever its
+    name, so the depth-generalization number is its own column.
+      shallow - closes at key depth 1..m-1: the depths at which training strings score a
+                close (a depth-m open closes at once, never 10 tokens later); the
+                in-distribution reference;
+      deep    - closes at key depth > m: depth generalization."""
+    m = self.config.max_depth
+    return {"shallow": ("depth", tuple(range(1, m))),
+            "deep": ("depth", tuple(range(m + 1, len(self.groups["depth"]))))}
+
   @functools.cache
   def eval_arrays(self, split: str, scoring: str = "murty") -> dict[str, np.ndarray]:
     """inputs, gold, scored, and one bucket index per group (-1: in no bucket), all [N, L]."""
@@ -159,6 +172,8 @@ class CodeTask:
     return {"category": list(code_batch.CATEGORIES), "word": list(code_batch.WORD),
             "category_word": both}
 
+  strata: dict[str, tuple[str, tuple[int, ...]]] = {}  # none beyond the groups
+
   @functools.cache
   def eval_arrays(self, split: str, scoring: str = "all") -> dict[str, np.ndarray]:
     a = code_batch.windows(self.data[split], self.seq_len, self.n_eval)
@@ -219,7 +234,8 @@ def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad
     params = mesh_lib.replicate(mesh, params)
     fill = faithfulness.padding(pad_id)
     totals = np.zeros(2)
-    for batch, _ in faithfulness.fixed_batches(arrays, batch_size, fill):
+    widths = faithfulness.length_ladder(arrays["inputs"].shape[1])  # little padding
+    for batch, _ in faithfulness.fixed_batches(arrays, batch_size, fill, widths):
       b = mesh_lib.shard_batch(mesh, batch)
       totals += np.array(mesh_lib.to_host(counts(params, b["inputs"], b["gold"], b["scored"])))
     return float(totals[0] / max(totals[1], 1))

@@ -165,12 +165,14 @@ class FaithfulnessProgram:
     return mesh_lib.replicate(self.mesh, params), mesh_lib.replicate(self.mesh, proxy)
 
   def slots(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The scored positions of a [B, L] batch gathered into T slots: the smallest power of
-    two (a multiple of the mesh's devices, at most B * L) that holds them; the rest pad."""
+    """The scored positions of a [B, L] batch gathered into T slots, T the first of
+    B*L/16, B*L/4, B*L (rounded up to the mesh's devices) that holds them; the rest pad.
+    Three sizes per width keep compilations few (each shape is one)."""
     rows, cols = np.nonzero(batch["scored"])
     n_rows, length = batch["scored"].shape
-    n_slots = 1 << max(len(rows) - 1, 0).bit_length()
-    n_slots = min(mesh_lib.round_up(n_slots, self.mesh), n_rows * length)
+    n_slots = next(t for t in (mesh_lib.round_up(n_rows * length // 16, self.mesh),
+                               mesh_lib.round_up(n_rows * length // 4, self.mesh),
+                               n_rows * length) if t >= len(rows))
     pad = n_slots - len(rows)
     take = lambda a, fill: np.concatenate([a[rows, cols], np.full(pad, fill, a.dtype)])
     return {"rows": np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32),
@@ -253,6 +255,12 @@ class SplitResult:
     m = derive(self.groups[group])
     n_buckets = m["agreement"].shape[-1]
     return [[_rows(m, (p, g)) for g in range(n_buckets)] for p in range(self.size)]
+
+  def stratum(self, group: str, buckets) -> list[dict]:
+    """[sweep entry] -> dict of metrics over the union of `buckets` of `group` (e.g. every
+    close deeper than the training depth)."""
+    m = derive({k: v[..., list(buckets)].sum(-1) for k, v in self.groups[group].items()})
+    return [_rows(m, p) for p in range(self.size)]
 
   def bootstrap(self, n_resamples: int = 1000, seed: int = 0,
                 level: float = 0.95) -> list[dict]:

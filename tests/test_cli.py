@@ -15,7 +15,7 @@ import pytest
 
 import evaluate
 from data import dyck
-from experiments import cli, rundir
+from experiments import cli, rundir, tasks
 
 from tests import tiny
 from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
@@ -96,6 +96,19 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
       assert key in row
   full = [r for r in rows if r["rank"] == 8]  # d_head = 8: the full-rank proxy is the model
   assert all(r["agreement"] == 1.0 and r["attention_jsd"] < 1e-6 for r in full)
+  # Beside the pooled numbers, the same on closes shallower / deeper than the training depth.
+  task, _, _ = tasks.from_run_config(rundir.read_config(str(run_dir)), str(run_dir))
+  m = task.config.max_depth
+  for row in rows:
+    a = task.eval_arrays(row["split"], "all_closes")
+    assert row["n_deep"] == (a["scored"] & (a["depth"] > m)).sum()
+    assert row["n_shallow"] == (a["scored"] & (a["depth"] < m)).sum()
+    assert row["n_shallow"] + row["n_deep"] <= row["n"]
+  deep = [r for r in rows if r["split"] == "unseen_depth" and r["rank"] == 8][0]
+  assert deep["n_deep"] > 0 and deep["agreement_deep"] == 1.0
+  assert all(r["n_deep"] == 0 and r["agreement_deep"] is None for r in rows
+             if r["split"] == "iid")  # the training distribution never goes deeper than m
+  assert "agreement_deep" in result.stdout
   written = os.listdir(run_dir / "eval")
   assert "svd_layer1_head0_q+k_1-2-8.json" in written and "svd_layer1_head0_q+k_1-2-8.csv" in written
 
