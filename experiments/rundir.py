@@ -60,14 +60,25 @@ def data_dir_entry(data_dir: str, run_dir: str) -> str:
 
 def resolve_data_dir(entry: str, run_dir: str) -> str:
   """The data directory that config.json's `data_dir` entry names. A relative entry is
-  relative to the run directory; configs written before that recorded it relative to the
-  folder trained from, so when no such folder exists beside the run but one exists from
-  the current folder, that one is taken. Otherwise beside the run: missing data is
-  generated there, never into the current folder."""
+  relative to the run directory. Configs written before that recorded it relative to the
+  folder trained from, so when no such folder exists beside the run, the first existing
+  one is taken from the current folder, then from each folder holding the run (the folder
+  trained from usually holds it: runs/<name> beside runs/tfds). If none exists, beside the
+  run: missing data is generated there, never into the current folder."""
   if os.path.isabs(entry):
     return entry
   beside = os.path.normpath(os.path.join(run_dir, entry))
-  return entry if not os.path.isdir(beside) and os.path.isdir(entry) else beside
+  if os.path.isdir(beside):
+    return beside
+  if os.path.isdir(entry):
+    return entry
+  folder = os.path.dirname(os.path.abspath(run_dir))
+  while True:
+    if os.path.isdir(os.path.join(folder, entry)):
+      return os.path.normpath(os.path.join(folder, entry))
+    if os.path.dirname(folder) == folder:
+      return beside
+    folder = os.path.dirname(folder)
 
 
 def _differences(old: dict, new: dict, run_dir: str,

@@ -198,11 +198,17 @@ def test_data_dir_is_resolved_against_the_run_then_an_older_configs_folder(tmp_p
   assert rundir.data_dir_entry("runs/tfds", "runs/r") == "../tfds"
   monkeypatch.chdir(tmp_path / "runs")  # from anywhere, the same directory
   assert rundir.resolve_data_dir("../tfds", str(run_dir)) == str(tmp_path / "runs" / "tfds")
-  # An older config: relative to the folder trained from, used when it exists from here.
+  # An older config: relative to the folder trained from, used when it exists from here,
   monkeypatch.chdir(tmp_path)
   assert rundir.resolve_data_dir("runs/tfds", "runs/r") == "runs/tfds"
-  # Nothing found either way: beside the run, never into the current folder.
-  assert rundir.resolve_data_dir("../other", "runs/r") == os.path.join("runs", "other")
+  # else from a folder holding the run (evaluated from elsewhere: it once generated the
+  # data into <run>/runs/tfds).
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  monkeypatch.chdir(elsewhere)
+  assert rundir.resolve_data_dir("runs/tfds", str(run_dir)) == str(tmp_path / "runs" / "tfds")
+  # Nothing found anywhere: beside the run, never into the current folder.
+  assert rundir.resolve_data_dir("../other", str(run_dir)) == str(tmp_path / "runs" / "other")
 
 
 def test_resuming_upgrades_an_older_config_and_reads_tuples_back(tmp_path, monkeypatch):
@@ -216,8 +222,8 @@ def test_resuming_upgrades_an_older_config_and_reads_tuples_back(tmp_path, monke
   rundir.claim("runs/r", new)  # the same directory, and a tuple read back as a list
   assert rundir.read_config("runs/r")["data_dir"] == "../tfds"
   rundir.claim("runs/r", new)
-  with pytest.raises(cli.UsageError, match="data_dir: 'runs/tfds' -> 'runs/r/tfds'"):
-    rundir.claim("runs/r", {**new, "data_dir": "tfds"})
+  with pytest.raises(cli.UsageError, match="data_dir: 'runs/tfds' -> 'runs/other'"):
+    rundir.claim("runs/r", {**new, "data_dir": "../other"})
 
 
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
