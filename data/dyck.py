@@ -175,6 +175,37 @@ def max_depth(ids: np.ndarray, n_types: int) -> int:
   return int(depth_after(ids, n_types).max(initial=0))
 
 
+def stack_tops(ids_NxL: np.ndarray, n_types: int) -> tuple[np.ndarray, np.ndarray]:
+  """For rows of ids [N, L] (ids >= 2 k, such as END or PAD, neither open nor close): the
+  stack depth before each token, and the index of the open on top of the stack then (-1
+  when it is empty). At a close these are its key depth (the depth of the open it matches)
+  and that open's index. Vectorized; the only Python loop runs over depth levels."""
+  is_open = ids_NxL < n_types
+  step = is_open.astype(np.int32) - ((ids_NxL >= n_types) & (ids_NxL < 2 * n_types))
+  depth_after_NxL = np.cumsum(step, axis=1)
+  depth_before_NxL = depth_after_NxL - step
+  positions = np.broadcast_to(np.arange(ids_NxL.shape[1]), ids_NxL.shape)
+  top_NxL = np.full(ids_NxL.shape, -1, np.int64)
+  for d in range(1, int(depth_before_NxL.max(initial=0)) + 1):
+    last_open_at_d = np.maximum.accumulate(
+        np.where(is_open & (depth_after_NxL == d), positions, -1), axis=1)
+    top_NxL = np.where(depth_before_NxL == d, last_open_at_d, top_NxL)
+  return depth_before_NxL.astype(np.int32), top_NxL
+
+
+def scored_key_depths(strings: Sequence[np.ndarray], n_types: int) -> np.ndarray:
+  """int[N, L]: at each close whose open is at least MIN_DISTANCE tokens back (a Murty
+  position), its key depth; 0 elsewhere."""
+  lengths = [len(s) for s in strings]
+  ids_NxL = np.full((len(strings), max(lengths, default=0)), 2 * n_types, np.int32)
+  for i, s in enumerate(strings):
+    ids_NxL[i, :len(s)] = s
+  depth_NxL, top_NxL = stack_tops(ids_NxL, n_types)
+  is_close = (ids_NxL >= n_types) & (ids_NxL < 2 * n_types)
+  far = np.arange(ids_NxL.shape[1]) - top_NxL >= MIN_DISTANCE
+  return np.where(is_close & far, depth_NxL, 0)
+
+
 def segment_structures(ids: np.ndarray, n_types: int) -> list[bytes]:
   """The skeleton (types erased) of each top-level segment, e.g. `(a (b b) a) (c c)` ->
   [b'(())', b'()']. A segment runs from one empty stack to the next."""
@@ -200,6 +231,9 @@ def is_valid(ids: np.ndarray, n_types: int, depth_cap: int | None = None) -> boo
 # ----------------------------------------------------------------------------------------
 # Splits
 
+
+# Murty et al.'s scored positions: closes whose matching open is at least this far back.
+MIN_DISTANCE = 10
 
 # Candidates drawn per requested test string before a split is declared unreachable (e.g.
 # unseen short structures when training already covers every short skeleton).
@@ -276,15 +310,50 @@ def _generate(c: DyckConfig, bar: tqdm.tqdm) -> dict[str, list[np.ndarray]]:
     if len(pool) < c.n_test:
       raise SplitError(name, len(pool), c)
 
-  deeper = (s for s in stream("unseen_depth", c.ood_depth_cap)
-            if max_depth(s, c.n_types) > c.max_depth)
-  splits["unseen_depth"] = take(deeper, "unseen_depth")
+  splits["unseen_depth"] = take(deeper(c, stream("unseen_depth", c.ood_depth_cap), bar),
+                                "unseen_depth")
   return splits
+
+
+def deeper(c: DyckConfig, candidates: Iterable[np.ndarray], bar: tqdm.tqdm | None = None
+           ) -> Iterator[np.ndarray]:
+  """unseen_depth: strings with a Murty position deeper than the training depth m, an equal
+  share of them for each depth of their deepest such close, m+1 .. ood_depth_cap-2.
+
+  A plain sample deeper than m puts almost every deep close at m+1..m+3 (about 1 % of the
+  scored positions at depth >= 14 for Dyck-(20, 10)); strata by the deepest scored close
+  give every depth in the range hundreds of positions, since a scored close at depth D is
+  enclosed by one at every depth below it. (At the cap's own depth a close is forced at
+  distance 1, never scored; one just below it is too rare to fill a share, so the range
+  stops at cap-2. With ood_depth_cap = m+1 no close past m is ever scored: plain strings
+  deeper than m.)"""
+  strata = range(c.max_depth + 1, c.ood_depth_cap - 1)
+  if not strata:
+    yield from (s for s in candidates if max_depth(s, c.n_types) > c.max_depth)
+    return
+  share = {d: c.n_test // len(strata) + (i < c.n_test % len(strata))
+           for i, d in enumerate(strata)}
+  for chunk in _chunks(candidates, 4096):
+    deepest = scored_key_depths(chunk, c.n_types).max(axis=1, initial=0)
+    for s, d in zip(chunk, deepest):
+      if share.get(d, 0) > 0:
+        share[d] -= 1
+        yield s
+    if bar is not None:
+      bar.set_postfix_str("unseen_depth, still to find at depth " + " ".join(
+          f"{d}:{n}" for d, n in share.items() if n))
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+  iterator = iter(items)
+  while chunk := list(itertools.islice(iterator, size)):
+    yield chunk
 
 
 def split_stats(strings: Sequence[np.ndarray], n_types: int) -> dict:
   lengths = np.array([len(s) for s in strings])
   depths = np.array([max_depth(s, n_types) for s in strings])
+  key_depths = scored_key_depths(strings, n_types)
   return {
       "count": len(strings),
       "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 3),
@@ -292,6 +361,9 @@ def split_stats(strings: Sequence[np.ndarray], n_types: int) -> dict:
       "depth": {"min": int(depths.min()), "mean": round(float(depths.mean()), 3),
                 "max": int(depths.max())},
       "depth_histogram": {int(d): int(n) for d, n in zip(*np.unique(depths, return_counts=True))},
+      # Murty positions (closes >= MIN_DISTANCE after their open) per key depth.
+      "scored_closes_by_key_depth": {int(d): int(n) for d, n in enumerate(
+          np.bincount(key_depths[key_depths > 0])) if n},
   }
 
 

@@ -22,7 +22,7 @@ from data import dyck
 #   yao        - every position with a non-empty stack; correct iff the gold close holds
 #                > 0.8 of the probability mass on closing brackets (Yao et al. 2021).
 SCORINGS = ("murty", "all_closes", "full_vocab", "yao")
-MIN_DISTANCE = 10
+MIN_DISTANCE = dyck.MIN_DISTANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,23 +70,16 @@ def encode(strings: Sequence[np.ndarray], vocab: dyck.Vocab, seq_len: int) -> Dy
   inputs = np.concatenate([np.full((n, 1), vocab.start, np.int32), targets[:, :-1]], axis=1)
   inputs[inputs == vocab.end] = vocab.pad
 
-  is_open = targets < k
   is_close = (targets >= k) & (targets < 2 * k)
-  step = is_open.astype(np.int32) - is_close.astype(np.int32)
-  depth_after = np.cumsum(step, axis=1)
-  depth_before = depth_after - step  # = stack depth at the moment target p is predicted
-  positions = np.broadcast_to(np.arange(seq_len), targets.shape)
-  top = np.full(targets.shape, -1, np.int64)  # index of the open on top of the stack
-  for d in range(1, int(depth_before.max(initial=0)) + 1):
-    last_open_at_d = np.maximum.accumulate(
-        np.where(is_open & (depth_after == d), positions, -1), axis=1)
-    top = np.where(depth_before == d, last_open_at_d, top)
+  # Stack depth at the moment target p is predicted, and the open on top of the stack then.
+  depth_before, top = dyck.stack_tops(targets, k)
+  positions = np.arange(seq_len)[None, :]
   has_top = top >= 0
   open_type = np.take_along_axis(targets, np.maximum(top, 0), axis=1)
   gold = np.where(has_top, open_type + k, -1).astype(np.int32)
   distance = np.where(is_close, positions - top, 0).astype(np.int32)
   return DyckBatch(inputs=inputs, targets=targets, gold=gold,
-                   depth=depth_before.astype(np.int32), distance=distance)
+                   depth=depth_before, distance=distance)
 
 
 class LengthBucketSampler:

@@ -17,7 +17,9 @@ import tensorflow_datasets as tfds
 
 from data import dyck, tfds_io
 
-_VERSION = tfds.core.Version("1.0.0")
+# 1.1.0: unseen_depth stratified by the depth of its deepest scored close (1.0.0 kept any
+# string deeper than m, so deep closes were a few percent of its positions).
+_VERSION = tfds.core.Version("1.1.0")
 
 
 class DyckBuilderConfig(tfds.core.BuilderConfig):
@@ -32,6 +34,7 @@ class Dyck(tfds.core.GeneratorBasedBuilder):
   """Six splits of Dyck-(k, m) bracket strings (see `data.dyck.SPLITS`)."""
 
   VERSION = _VERSION
+  RELEASE_NOTES = {"1.1.0": "unseen_depth stratified by the depth of its deepest scored close"}
   BUILDER_CONFIGS = [DyckBuilderConfig(dyck.DyckConfig())]
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -37,9 +37,9 @@ def _band(ax, x, intervals, label, **style):
 
 
 def label_axes(ax, xlabel: str, ylabel: str, title: str, train_depth: int | None = None) -> None:
-  if train_depth is not None:
-    ax.axvline(train_depth + 0.5, color="grey", linestyle=":",
-               label=f"training depth {train_depth}")
+  if train_depth is not None:  # a depth-m open always closes at once: never scored in training
+    ax.axvline(train_depth - 0.5, color="grey", linestyle=":",
+               label=f"deepest close scored in training ({train_depth - 1})")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
@@ -88,7 +88,7 @@ def accuracy_by_depth(pooled: list[dict], settings: Sequence[aggregate.Setting],
     _band(ax, *_by_depth(pooled, s, "accuracy_proxy"), aggregate.setting_label(s),
           linestyle="--")
   label_axes(ax, "depth of the bracket to close", "accuracy (scored closes)",
-         f"accuracy by depth, layer {settings[0][1]} simplified (all splits pooled)",
+         f"accuracy by depth, layer {settings[0][1]} simplified (unseen_depth strings)",
          train_depth)
   ax.legend(fontsize=8)
   return save_figure(fig, path)
@@ -112,7 +112,9 @@ def all_figures(rows: list[dict], group_rows: list[dict], layers: Sequence[int],
                 splits: Sequence[str], train_depth: int, out_dir: str) -> list[str]:
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  pooled = aggregate.pooled_buckets(group_rows, "depth")
+  # Depth curves from one split: pooling every split would mix its strings' structures
+  # into each depth (and only unseen_depth has closes past the training depth).
+  pooled = aggregate.pooled_buckets(group_rows, "depth", splits=["unseen_depth"])
   for layer in layers:
     path = sweep(rows, layer, splits, os.path.join(out_dir, f"sweep_layer{layer}.png"))
     written += [path] if path else []

@@ -79,16 +79,16 @@ def estimation_section(rows: list[dict], pooled: list[dict], layers: Sequence[in
                        train_depth: int) -> list[str]:
   """Under- or over-estimation of the model at unseen depth, per family's representative
   setting: accuracy(proxy) − accuracy(model) on the unseen_depth split, and on closes
-  beyond the training depth pooled over splits: all of them, the first three depths past
-  training, and the deeper rest (few positions, but where the model fails most)."""
+  beyond the training depth (only unseen_depth has them): all of them, the first three
+  depths past training, and the deeper rest."""
   m = train_depth
   ranges = {f"depth > {m}": (m + 1, 10**9), f"depth {m + 1}-{m + 3}": (m + 1, m + 3),
             f"depth ≥ {m + 4}": (m + 4, 10**9)}
   diff = aggregate.accuracy_differences(rows)
   out = ["## Which proxies under- or over-estimate the model at unseen depth", "",
          "accuracy(proxy) − accuracy(model), mean [95 % interval] over seeds: on the "
-         f"unseen_depth split, then on closes deeper than the training depth {m} (all splits "
-         "pooled), all together and split in two. Below 0 the proxy fails where the model "
+         f"unseen_depth split (pooled: mostly shallow closes), then on its closes deeper than "
+         f"the training depth {m}, all together and split in two. Below 0 the proxy fails where the model "
          "generalizes (under-estimates it); above 0 it succeeds where the model fails "
          "(over-estimates it); the verdicts say where the interval excludes 0. The "
          "representative setting of a family is its smallest rank / K whose iid agreement "
@@ -131,33 +131,38 @@ def bootstrap_section(rows: list[dict], splits: Sequence[str], layers: Sequence[
   return out + _table(["layer", "proxy", "seed"] + list(splits), body) + [""]
 
 
-def error_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
+def error_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int],
                   train_depth: int) -> list[str]:
+  m = train_depth
   out = ["## Does the proxy explain the model's mistakes?", "",
          "Of the positions where the model errs, the fraction where the proxy errs too "
-         f"(shared errors), at depth ≤ {train_depth} and beyond it, all splits pooled; "
-         "representative settings.", ""]
+         f"(shared errors): in distribution (iid strings, key depth ≤ {m - 1}, the depths "
+         f"training scores) and past the training depth (unseen_depth strings, key depth > "
+         f"{m}); representative settings.", ""]
+  where = {"iid": lambda r: int(r["bucket"]) < m, "unseen_depth": lambda r: int(r["bucket"]) > m}
+  pooled = {split: aggregate.pooled_buckets(group_rows, "depth", splits=[split])
+            for split in where}
   body = []
   for s in _representatives(rows, layers):
     cells = [f"layer {s[1]}", aggregate.setting_label(s)]
-    for deep in (False, True):
+    for split, keep in where.items():
       cells.append(_fmt(aggregate.pooled_interval(
-          pooled, s, lambda r: (int(r["bucket"]) > train_depth) == deep,
-          lambda r: r["shared_errors"], lambda r: (1 - r["accuracy_model"]) * r["n"])))
+          pooled[split], s, keep, lambda r: r["shared_errors"],
+          lambda r: (1 - r["accuracy_model"]) * r["n"])))
     body.append(cells)
-  return out + _table(["layer", "proxy", f"depth ≤ {train_depth}", f"depth > {train_depth}"],
-                      body) + [""]
+  return out + _table(["layer", "proxy", f"iid, depth ≤ {m - 1}",
+                       f"unseen_depth, depth > {m}"], body) + [""]
 
 
 def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
           group_rows: list[dict], splits: Sequence[str], layers: Sequence[int],
           train_depth: int, figures: Sequence[str]) -> None:
-  pooled = aggregate.pooled_buckets(group_rows, "depth")
+  pooled = aggregate.pooled_buckets(group_rows, "depth", splits=["unseen_depth"])
   lines = [f"# {title}", ""] + list(setup) + [""]
   lines += model_section(rows, splits)
   lines += faithfulness_section(rows, splits, layers)
   lines += estimation_section(rows, pooled, layers, train_depth)
-  lines += error_section(pooled, rows, layers, train_depth)
+  lines += error_section(group_rows, rows, layers, train_depth)
   lines += bootstrap_section(rows, splits, layers)
   lines += ["## Figures", ""]
   lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, os.path.dirname(path))})"

@@ -42,11 +42,37 @@ def test_structure_splits_are_what_they_are_named(splits):
     assert not any(s.tobytes() in train for s in splits[name]), name
 
 
-def test_unseen_depth_is_exactly_deeper_than_training(splits):
-  depths = [dyck.max_depth(s, SMALL.n_types) for s in splits["unseen_depth"]]
-  assert min(depths) == SMALL.max_depth + 1
-  assert all(d > SMALL.max_depth for d in depths)
-  assert max(dyck.max_depth(s, SMALL.n_types) for s in splits["train"]) == SMALL.max_depth
+def test_unseen_depth_is_stratified_by_its_deepest_scored_close(splits):
+  """Every unseen_depth string scores a close deeper than m; equal shares of them have their
+  deepest scored close at each depth m+1 .. cap-2, so every such depth is measured."""
+  m, cap = SMALL.max_depth, SMALL.ood_depth_cap
+  strings = splits["unseen_depth"]
+  assert all(dyck.is_valid(s, SMALL.n_types, depth_cap=cap) for s in strings)
+  key_depths = dyck.scored_key_depths(strings, SMALL.n_types)
+  deepest = key_depths.max(axis=1)
+  strata = list(range(m + 1, cap - 1))
+  counts = [int((deepest == d).sum()) for d in strata]
+  assert sum(counts) == len(strings) == SMALL.n_test
+  assert max(counts) - min(counts) <= 1  # equal shares
+  # A scored close at depth D lies inside a scored close at every depth below it.
+  for d in strata:
+    assert (key_depths == d).sum() >= (deepest >= d).sum()
+  assert max(dyck.max_depth(s, SMALL.n_types) for s in splits["train"]) == m
+
+
+def test_scored_key_depths_match_a_stack_walk():
+  rng = np.random.default_rng(0)
+  strings = dyck.sample(rng, 200, n_types=3, depth_cap=6, min_length=4, max_length=40)
+  got = dyck.scored_key_depths(strings, 3)
+  for i, s in enumerate(strings):
+    stack, want = [], np.zeros(got.shape[1], int)
+    for j, x in enumerate(s.tolist()):
+      if x < 3:
+        stack.append(j)
+      else:
+        opened = stack.pop()
+        want[j] = len(stack) + 1 if j - opened >= dyck.MIN_DISTANCE else 0
+    np.testing.assert_array_equal(got[i], want)
 
 
 def test_same_seed_same_data_and_seed_matters(splits):

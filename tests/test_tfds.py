@@ -31,7 +31,10 @@ def test_builder_round_trip_and_manifest(tmp_path):
   assert manifest["config"]["seed"] == 1 and manifest["config"]["max_depth"] == 3
   assert manifest["vocab"][:2] == ["(a", "(b"]
   stats = manifest["splits"]
-  assert stats["train"]["count"] == 300 and stats["unseen_depth"]["depth"]["min"] == 4
+  assert stats["train"]["count"] == 300 and stats["unseen_depth"]["depth"]["min"] > 3
+  # Every unseen_depth string scores a close at key depth 4 (the one stratum for cap 6).
+  assert stats["unseen_depth"]["scored_closes_by_key_depth"]["4"] >= 20
+  assert max(map(int, stats["iid"]["scored_closes_by_key_depth"])) <= 2
   assert stats["unseen_struct_long"]["length"]["min"] > 12
 
 
