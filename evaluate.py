@@ -69,6 +69,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                       "code: all")
   parser.add_argument("--splits", default=None,
                       help="comma-separated splits (default: all test splits of the task)")
+  parser.add_argument("--split_file", action="append", default=[], metavar="NAME=PATH",
+                      help="dyck: also evaluate the strings of a text file in the Murty/Yao "
+                      "format (`(a (b b) a)`, one per line) as split NAME; repeatable")
   parser.add_argument("--batch_size", type=int, default=256, help="sequences per batch")
   parser.add_argument("--out", default=None, help="also write the table to this JSON file")
   return parser.parse_args(argv)
@@ -176,6 +179,11 @@ def main(argv: Sequence[str]) -> None:
   if args.task is not None and config.get("task") != args.task:
     raise cli.UsageError(f"run {run_dir!r} is a {config.get('task')} run, not {args.task}")
   task, model_cfg, train_cfg = tasks.from_run_config(config, run_dir)
+  for entry in args.split_file:
+    name, sep, path = entry.partition("=")
+    if not sep or not isinstance(task, tasks.DyckTask):
+      raise cli.UsageError(f"--split_file={entry}: expected NAME=PATH, for a dyck run")
+    task.add_split_file(name, path)
   spec = check(args, model_cfg, task)
   eval_dir = os.path.join(run_dir, "eval")
   cli.ensure_writable(eval_dir)

@@ -391,6 +391,32 @@ def read_text(path: str, vocab: Vocab) -> list[np.ndarray]:
     return [from_text(line, vocab) for line in f if line.strip()]
 
 
+def read_split(path: str, vocab: Vocab, max_length: int) -> list[np.ndarray]:
+  """A test split made elsewhere, in the text format: every line a balanced, well-typed
+  string of at most `max_length` brackets. ValueError naming the file and line otherwise."""
+  strings = []
+  try:
+    with open(path, encoding="utf-8") as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          ids = from_text(line, vocab)
+        except ValueError as e:
+          raise ValueError(f"{path}:{number}: {e}") from None
+        if not is_valid(ids, vocab.n_types):
+          raise ValueError(f"{path}:{number}: not a balanced, well-typed Dyck string")
+        if len(ids) > max_length:
+          raise ValueError(f"{path}:{number}: {len(ids)} brackets, more than the model's "
+                           f"{max_length}")
+        strings.append(ids)
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"cannot read {path!r}: {getattr(e, 'strerror', None) or e}") from None
+  if not strings:
+    raise ValueError(f"{path} holds no strings")
+  return strings
+
+
 # ----------------------------------------------------------------------------------------
 # Command line: print a split in the text format.
 

@@ -34,6 +34,19 @@ class DyckTask:
     self.data_dir = data_dir
     self.vocab = dyck.Vocab(config.n_types)
     self.seq_len = config.max_length + 2  # START + brackets, predicting every bracket and END
+    self.files: dict[str, list[np.ndarray]] = {}  # splits read from text files
+
+  def add_split_file(self, name: str, path: str) -> None:
+    """Evaluates the strings of a Murty/Yao text file as split `name` too (an OOD set made
+    elsewhere); UsageError if the name is taken or the file is not such strings."""
+    if name in self.splits or not name.replace("_", "").isalnum():
+      raise cli.UsageError(f"--split_file name {name!r} must be new and made of letters, "
+                           f"digits and _ (taken: {', '.join(self.splits)})")
+    try:
+      self.files[name] = dyck.read_split(path, self.vocab, self.config.max_length)
+    except ValueError as e:
+      raise cli.UsageError(str(e)) from None
+    self.splits = (*self.splits, name)
 
   @property
   def pad_id(self) -> int:
@@ -100,7 +113,8 @@ class DyckTask:
   @functools.cache
   def eval_arrays(self, split: str, scoring: str = "murty") -> dict[str, np.ndarray]:
     """inputs, gold, scored, and one bucket index per group (-1: in no bucket), all [N, L]."""
-    b = dyck_batch.encode(self.data[split], self.vocab, self.seq_len)
+    strings = self.files[split] if split in self.files else self.data[split]
+    b = dyck_batch.encode(strings, self.vocab, self.seq_len)
     distance = np.searchsorted(DISTANCE_EDGES, b.distance, side="right").astype(np.int32) - 1
     return {"inputs": b.inputs, "gold": b.gold, "scored": b.scored(scoring, self.vocab.n_types),
             "depth": b.depth, "distance": distance}

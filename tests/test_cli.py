@@ -113,6 +113,32 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
   assert "svd_layer1_head0_q+k_1-2-8.json" in written and "svd_layer1_head0_q+k_1-2-8.csv" in written
 
 
+def test_a_split_from_a_text_file_evaluates_like_the_same_strings_generated(trained, tmp_path):
+  cwd, run_dir = trained
+  task, _, _ = tasks.from_run_config(rundir.read_config(str(run_dir)), str(run_dir))
+  path = tmp_path / "deep.txt"
+  path.write_text("".join(dyck.to_text(s, task.vocab) + "\n"
+                          for s in task.data["unseen_depth"]))
+  out = tmp_path / "table.json"
+  result = run(os.path.join(ROOT, "evaluate.py"), "--proxy=svd", "--rank=2", "--n_fit=50",
+               "--splits=unseen_depth,mine", f"--split_file=mine={path}", f"--out={out}",
+               cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  generated, mine = json.loads(out.read_text())
+  assert (generated["split"], mine["split"]) == ("unseen_depth", "mine")
+  for key in ("n", "n_deep", "agreement", "accuracy_model", "agreement_deep", "attention_jsd"):
+    assert mine[key] == pytest.approx(generated[key], rel=1e-6), key
+  bad = tmp_path / "bad.txt"
+  bad.write_text("(a a)\n(a (b a) b)\n")
+  for flag, message in ((f"--split_file=bad={bad}", f"{bad}:2: not a balanced"),
+                        (f"--split_file=iid={path}", "must be new"),
+                        (f"--split_file={path}", "expected NAME=PATH"),
+                        (f"--split_file=x={tmp_path / 'none.txt'}", "cannot read")):
+    result = run(os.path.join(ROOT, "evaluate.py"), "--proxy=svd", "--rank=2", flag, cwd=cwd)
+    assert result.returncode == 2 and message in result.stderr, (flag, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args,sweep,values,stem", [
     (["--proxy=kmeans", "--k=2,4", "--n_fit=50"], "k", [2, 4], "kmeans_layer1_head0_q+k_2-4"),
     (["--proxy=onehot"], None, [None], "onehot_layer1_head0_pattern"),
