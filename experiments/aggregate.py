@@ -54,12 +54,18 @@ def across_seeds(rows: Iterable[dict], key: Callable[[dict], object], metric: st
           for k, v in by_seed(rows, key, lambda r: r[metric]).items()}
 
 
-def gaps(rows: list[dict], reference: str = "iid") -> dict[tuple[Setting, str], tuple]:
-  """(setting, split) -> interval over seeds of agreement(reference) - agreement(split)."""
-  agreement = by_seed(rows, lambda r: (setting(r), r["split"]), lambda r: r["agreement"])
+def gaps(rows: list[dict], reference: str = "iid", metric: str = "agreement",
+         reference_metric: str | None = None) -> dict[tuple[Setting, str], tuple]:
+  """(setting, split) -> interval over seeds of reference_metric(reference split) -
+  metric(split); both metrics are agreement by default. E.g. metric='agreement_deep',
+  reference_metric='agreement_shallow': the gap between closes past the training depth
+  and the in-distribution closes of iid strings."""
+  agreement = by_seed(rows, lambda r: (setting(r), r["split"]), lambda r: r.get(metric))
+  references = by_seed(rows, lambda r: (setting(r), r["split"]),
+                       lambda r: r.get(reference_metric or metric))
   out = {}
   for (s, split), per_seed in agreement.items():
-    ref = agreement.get((s, reference), {})
+    ref = references.get((s, reference), {})
     diffs = [ref[seed] - a for seed, a in per_seed.items()
              if seed in ref and a is not None and ref[seed] is not None]
     out[(s, split)] = seed_interval(diffs)

@@ -42,6 +42,14 @@ def model_section(rows: list[dict], splits: Sequence[str]) -> list[str]:
   seeds = sorted({r["model_seed"] for r in mine})
   body = [[split, _fmt(acc[split])] + [f"{per_seed[split][s]:.4f}" for s in seeds]
           for split in splits]
+  for split, stratum, name in (("iid", "shallow", "iid, key depth < m"),
+                               ("unseen_depth", "deep", "unseen_depth, key depth > m")):
+    metric = f"accuracy_model_{stratum}"
+    if any(r.get(metric) is not None for r in mine if r["split"] == split):
+      stratum_rows = [r for r in mine if r["split"] == split]
+      value = aggregate.by_seed(stratum_rows, lambda r: 0, lambda r: r[metric])[0]
+      body.append([f"**{name}**", _fmt(aggregate.seed_interval(list(value.values())))]
+                  + [f"{value[s]:.4f}" for s in seeds])
   return ["## The models", "",
           "Accuracy at scored positions (closing brackets at distance ≥ 10), mean over seeds "
           "with its 95 % interval, then each seed:", ""] + _table(
@@ -56,11 +64,17 @@ def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequen
   jsd = aggregate.across_seeds(rows, lambda r: (aggregate.setting(r), r["split"]),
                                "attention_jsd")
   gap = aggregate.gaps(rows)
+  deep = aggregate.across_seeds(rows, lambda r: (aggregate.setting(r), r["split"]),
+                                "agreement_deep")
+  deep_gap = aggregate.gaps(rows, metric="agreement_deep", reference_metric="agreement_shallow")
   out = ["## Faithfulness: agreement in distribution and out of it", "",
          "Agreement = fraction of scored positions where proxy and model predict the same "
          "closing bracket. Each OOD cell: agreement, then the generalization gap "
          "agreement(iid) − agreement(split) with its 95 % interval over seeds (positive: the "
-         "proxy is less faithful there than in distribution). Attention JSD on iid in the "
+         "proxy is less faithful there than in distribution). The pooled unseen_depth cell "
+         "mostly counts shallow closes; the *deep closes* column is the depth-generalization "
+         "gap: agreement on iid closes at key depth < m (the depths training scores) minus "
+         "agreement on unseen_depth closes at key depth > m. Attention JSD on iid in the "
          "last column.", ""]
   for layer in layers:
     settings = sorted({aggregate.setting(r) for r in rows if r["layer"] == layer},
@@ -69,9 +83,15 @@ def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequen
     for s in settings:
       cells = [aggregate.setting_label(s), _fmt(agreement[(s, "iid")])]
       cells += [f"{agreement[(s, split)][0]:.3f}; gap {_fmt(gap[(s, split)])}" for split in ood]
+      if (s, "unseen_depth") in deep_gap:
+        cells.append(f"{deep[(s, 'unseen_depth')][0]:.3f}; gap "
+                     f"{_fmt(deep_gap[(s, 'unseen_depth')])}")
+      else:
+        cells.append("–")
       body.append(cells + [_fmt(jsd[(s, "iid")])])
     out += [f"### Layer {layer} head 0 simplified", ""]
-    out += _table(["proxy", "iid agreement"] + ood + ["iid attention JSD"], body) + [""]
+    out += _table(["proxy", "iid agreement"] + ood + ["deep closes (unseen_depth)",
+                                                      "iid attention JSD"], body) + [""]
   return out
 
 
@@ -107,6 +127,36 @@ def estimation_section(rows: list[dict], pooled: list[dict], layers: Sequence[in
       verdicts.append(f"{name}: {aggregate.verdict(interval)}")
     body.append(cells + ["; ".join(verdicts[1:])])
   return out + _table(["layer", "proxy", "unseen_depth", *ranges, "verdict"], body) + [""]
+
+
+def depth_per_seed_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
+                           train_depth: int) -> list[str]:
+  """Accuracy on unseen_depth closes at key depth m+1..m+5, per seed: the model's, then
+  each representative proxy's (how each trained model generalizes, and who follows it)."""
+  lo, hi = train_depth + 1, train_depth + 5
+  seeds = sorted({r["model_seed"] for r in pooled})
+  out = [f"## Depth generalization per seed: key depth {lo}-{hi}", "",
+         f"Accuracy on unseen_depth closes at key depth {lo}..{hi} (and how many there are), "
+         "for each trained model, and each representative proxy's beside it.", ""]
+
+  def per_seed(s, metric):
+    sums = {seed: [0.0, 0.0] for seed in seeds}
+    for r in pooled:
+      if r["setting"] == s and lo <= int(r["bucket"]) <= hi:
+        sums[r["model_seed"]][0] += r[metric] * r["n"]
+        sums[r["model_seed"]][1] += r["n"]
+    return sums
+
+  chosen = _representatives(rows, layers)
+  if not chosen:
+    return []
+  model = per_seed(chosen[0], "accuracy_model")
+  body = [["model", ""] + [f"{a / n:.3f} (n {n:.0f})" if n else "–"
+                           for a, n in model.values()]]
+  for s in chosen:
+    body.append([aggregate.setting_label(s), f"layer {s[1]}"]
+                + [f"{a / n:.3f}" if n else "–" for a, n in per_seed(s, "accuracy_proxy").values()])
+  return out + _table(["", "layer"] + [f"seed {s}" for s in seeds], body) + [""]
 
 
 def bootstrap_section(rows: list[dict], splits: Sequence[str], layers: Sequence[int]
@@ -162,6 +212,7 @@ def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
   lines += model_section(rows, splits)
   lines += faithfulness_section(rows, splits, layers)
   lines += estimation_section(rows, pooled, layers, train_depth)
+  lines += depth_per_seed_section(pooled, rows, layers, train_depth)
   lines += error_section(group_rows, rows, layers, train_depth)
   lines += bootstrap_section(rows, splits, layers)
   lines += ["## Figures", ""]
