@@ -102,12 +102,16 @@ class FaithfulnessProgram:
       block = state["intermediates"][f"block_{layer}"]
       return logits_TxV, block["attention"]["pattern"][0][:, head], block["resid_pre"][0]
 
-    def run_sweep(params, inputs_BxL, proxy: base.Proxy, readout, resid_BxLxM):
+    def run_sweep(params, inputs_BxL, proxy: base.Proxy, readout, resid_BxLxM,
+                  pattern_BxLxL):
       """Every setting, each started from the residual stream entering its layer (computed
-      once by the model's run), `settings_per_step` at a time."""
+      once by the model's run), `settings_per_step` at a time: (logits [P, T, V], JSD of
+      its pattern from the model's [P, B, L]). The JSD is taken inside the loop, so no
+      [P, B, L, L] stack of patterns is ever written."""
       def one(p):
-        out = run(params, inputs_BxL, _FromLayer(resid_BxLxM, p), readout, p.layer, p.head)
-        return out[:2]
+        logits_TxV, pattern_p, _ = run(params, inputs_BxL, _FromLayer(resid_BxLxM, p),
+                                       readout, p.layer, p.head)
+        return logits_TxV, metrics.js_divergence(pattern_BxLxL, pattern_p)
       if not jax.tree_util.tree_leaves(proxy):  # a kind without parameters: one setting
         return jax.tree_util.tree_map(lambda a: a[None], one(proxy))
       return jax.lax.map(one, proxy, batch_size=min(self.settings_per_step, proxy.size))
@@ -118,8 +122,8 @@ class FaithfulnessProgram:
       readout = (slots["rows"], slots["cols"])
       logits_TxV, pattern_BxLxL, resid_BxLxM = run(params, inputs_BxL, None, readout,
                                                    proxy.layer, proxy.head)
-      logits_PxTxV, pattern_PxBxLxL = run_sweep(params, inputs_BxL, proxy, readout,
-                                                resid_BxLxM)
+      logits_PxTxV, jsd_PxBxL = run_sweep(params, inputs_BxL, proxy, readout, resid_BxLxM,
+                                          pattern_BxLxL)
 
       gold_T, scored_T = slots["gold"], slots["scored"].astype(jnp.float32)
       probs_TxV = jax.nn.softmax(logits_TxV)
@@ -141,7 +145,7 @@ class FaithfulnessProgram:
       query_BxL = (inputs_BxL != pad_id).astype(jnp.float32)
       per_position = {  # [..., B, L]
           "n_query": query_BxL,
-          "attention_jsd": metrics.js_divergence(pattern_BxLxL, pattern_PxBxLxL) * query_BxL,
+          "attention_jsd": jsd_PxBxL * query_BxL,
       }
       n_rows = inputs_BxL.shape[0]
       out = {"sequence": {**{k: _sum_by(v, slots["rows"], n_rows) for k, v in per_slot.items()},
