@@ -221,10 +221,16 @@ def main():
                       help="with --part=sweep: a trained run whose params to use (default: random)")
   args = parser.parse_args()
 
+  ranks = [int(r) for r in args.ranks.split(",")]
+  if args.part == "sweep" and args.run:  # the run's own task, model and data
+    try:
+      task, model_cfg, params = tasks.load_trained(args.run)
+    except cli.UsageError as e:
+      sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
+    return sweep_ratio(task, model_cfg, params, ranks, args.repeats, args.batch_size)
   task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)
   task.data  # generate or load the dataset outside any timing
   model_cfg = task.model_config()
-  ranks = [int(r) for r in args.ranks.split(",")]
   if args.part == "memory_child":
     return memory_child(task, args.copies, ranks, args.batch_size)
   if args.part in ("all", "throughput"):
@@ -238,11 +244,6 @@ def main():
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
       params = time_to_accuracy(task, workdir, args.target, args.eval_every, args.steps)
-    elif args.run:
-      try:
-        task, model_cfg, params = tasks.load_trained(args.run)
-      except cli.UsageError as e:
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
     else:
       params = transformer.init_params(task.model_config(), 0)
     if args.part in ("all", "sweep"):

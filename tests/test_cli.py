@@ -419,3 +419,19 @@ def test_checkpoint_of_another_model_is_a_clear_error(trained, tmp_path):
   assert len(lines) == 1 and "do not fit this model config" in lines[0]
   assert "['mlp_in']['bias'] is float32[32] in the checkpoint, float32[48] in the model" \
       in lines[0], lines[0]
+
+
+def test_bench_sweep_uses_the_runs_own_configs(trained, tmp_path):
+  """bench --part=sweep --run=DIR restores the run with its own model config (the tiny one,
+  not the default), and a run without a checkpoint is one line, not a traceback."""
+  cwd, run_dir = trained
+  bench = os.path.join(ROOT, "bench", "dyck_bench.py")
+  result = run(bench, "--part=sweep", f"--run={run_dir}", "--ranks=1,2", "--repeats=1",
+               "--batch_size=8", cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  assert "sweep: 2 ranks x 24 iid strings" in result.stdout
+  empty = tmp_path / "untrained"
+  shutil.copytree(run_dir, empty, ignore=shutil.ignore_patterns("checkpoints"))
+  result = run(bench, "--part=sweep", f"--run={empty}", cwd=cwd)
+  assert result.returncode != 0 and "has no checkpoint" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
