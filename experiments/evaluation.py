@@ -20,8 +20,8 @@ from experiments import cli, rundir
 from models import mesh as mesh_lib, transformer
 from proxies import faithfulness
 
-MAX_K = 1024
-STRATUM_METRICS = ("accuracy_model", "accuracy_proxy", "agreement", "n")  # the k-means fit holds an [N, K] distance matrix per restart
+MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart
+STRATUM_METRICS = ("accuracy_model", "accuracy_proxy", "agreement", "n")  # per task stratum
 
 
 class CompileCounter:

@@ -1,19 +1,22 @@
 """Faithfulness of a proxy sweep to the model, in one compiled program per batch shape.
 
 `FaithfulnessProgram` jits one function that runs the model once and every proxy setting
-of a sweep (vmapped over the stacked `Proxy`), and reduces what it needs to sums per
-sequence (for bootstrap intervals over strings) and per bucket of each group (depth,
-distance). Work upstream of the simplified site does not depend on the proxy, so vmap leaves it
-unbatched: it is computed once, not once per setting.
+of a sweep (a loop over the stacked `Proxy`, `settings_per_step` vmapped at a time), and
+reduces what it needs to sums per sequence (for bootstrap intervals over strings) and per
+bucket of each group (depth, distance). Each setting starts from the residual stream
+entering its layer, which the model's run computed: work upstream of the simplified site
+is done once, not once per setting.
 
-Two things keep the work proportional to what is measured:
+Three things keep the work proportional to what is measured:
   - length buckets: `evaluate` sorts a split's strings by length and cuts each batch to
     the smallest width in a short ladder (powers of two up to the model's positions) that
     holds its longest string, so attention is not spent on padding;
   - read-out slots: next-token distributions and their metrics are needed only at scored
-    positions, so those are gathered into T slots (a power of two that holds them) and the
-    last MLP, the unembedding, the softmaxes, TV and KL run there only. Attention, and the
-    JSD of the simplified head's pattern, still cover every real query.
+    positions, so those are gathered into T slots (B*L/16, B*L/4 or B*L) and the last
+    MLP, the unembedding, the softmaxes, TV and KL run there only. Attention, and the JSD
+    of the simplified head's pattern, still cover every real query;
+  - on a CPU settings run one at a time, so a setting's [B, L, L] attention stays in cache,
+    and its JSD is taken inside the loop, so no [P, B, L, L] stack is written.
 Each (batch, width, slots) shape is one compilation; splits stream through fixed-shape
 batches, so memory does not grow with the split.
 """
