@@ -119,6 +119,14 @@ class DyckTask:
     return {"inputs": b.inputs, "gold": b.gold, "scored": b.scored(scoring, self.vocab.n_types),
             "depth": b.depth, "distance": distance}
 
+  def monitored(self) -> dict[str, dict[str, np.ndarray]]:
+    """What training reports at each evaluation: name -> arrays whose scored positions the
+    model's accuracy is taken over. iid, and unseen_depth's closes deeper than m, so that
+    a log shows depth generalization as it grows (it keeps rising after iid saturates)."""
+    deep = dict(self.eval_arrays("unseen_depth"))
+    deep["scored"] = deep["scored"] & (deep["depth"] > self.config.max_depth)
+    return {"iid_accuracy": self.eval_arrays("iid"), "deep_accuracy": deep}
+
   def decision(self, scoring: str = "murty") -> metrics.Decision:
     k = self.config.n_types
     if scoring == "full_vocab":
@@ -196,6 +204,9 @@ class CodeTask:
                            f"than one window of {self.seq_len + 1}")
     a["category_word"] = a["category"] * len(code_batch.WORD) + a["word"]
     return a
+
+  def monitored(self) -> dict[str, dict[str, np.ndarray]]:
+    return {"iid_accuracy": self.eval_arrays("iid")}
 
   def decision(self, scoring: str = "all") -> metrics.Decision:
     return metrics.Decision(0, code.PAD)  # argmax over every character but PAD

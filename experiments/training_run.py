@@ -21,7 +21,7 @@ def train(task, model_cfg: transformer.ModelConfig,
   multi-process job every process calls it and only process 0 logs. `progress`: a bar over
   the steps (on a terminal), for callers that log nothing."""
   log = log if mesh.is_main() else (lambda line: None)
-  iid = task.eval_arrays("iid")  # makes the data first: a config that cannot be met claims no run
+  monitored = task.monitored()  # makes the data first: a config that cannot be met claims no run
   rundir.claim(run_dir, {"task": task.name,
                          "data_dir": rundir.data_dir_entry(task.data_dir, run_dir),
                          "data": dataclasses.asdict(task.config),
@@ -32,6 +32,6 @@ def train(task, model_cfg: transformer.ModelConfig,
   accuracy = tasks.model_accuracy(model_cfg, task.decision(), task.pad_id)
   params = training.train(model_cfg, train_cfg, run_dir, task.pad_id,
                           task.train_batches(train_cfg.batch_size, train_cfg.seed),
-                          lambda p: {"iid_accuracy": accuracy(p, iid)}, log=log,
-                          progress=progress)
-  return params, accuracy(params, iid)
+                          lambda p: {name: accuracy(p, a) for name, a in monitored.items()},
+                          log=log, progress=progress)
+  return params, accuracy(params, monitored["iid_accuracy"])

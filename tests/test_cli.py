@@ -113,6 +113,18 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
   assert "svd_layer1_head0_q+k_1-2-8.json" in written and "svd_layer1_head0_q+k_1-2-8.csv" in written
 
 
+def test_training_log_reports_iid_and_deep_accuracy_as_evaluation_does(trained, tmp_path):
+  cwd, run_dir = trained
+  last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+  out = tmp_path / "table.json"
+  result = run(os.path.join(ROOT, "evaluate.py"), "--proxy=svd", "--rank=8", "--n_fit=50",
+               f"--out={out}", cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  rows = {r["split"]: r for r in json.loads(out.read_text())}
+  assert abs(last["iid_accuracy"] - rows["iid"]["accuracy_model"]) < 1e-6
+  assert abs(last["deep_accuracy"] - rows["unseen_depth"]["accuracy_model_deep"]) < 1e-6
+
+
 def test_a_split_from_a_text_file_evaluates_like_the_same_strings_generated(trained, tmp_path):
   cwd, run_dir = trained
   task, _, _ = tasks.from_run_config(rundir.read_config(str(run_dir)), str(run_dir))
