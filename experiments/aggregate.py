@@ -14,15 +14,24 @@ import numpy as np
 import scipy.stats
 
 Setting = tuple[str, int, int | None]
+# The proxy families of the reproduction, in table order (`family`).
+FAMILIES = ("svd", "kmeans", "kmeans separate", "onehot", "weight_svd")
+
+
+def family(row: dict) -> str:
+  """The proxy kind, and 'separate' when its sites were fitted one at a time (k-means
+  clusters queries and keys jointly by default): the two are different proxies."""
+  separate = row.get("separate") in (True, "True")  # a bool, or its text in a CSV row
+  return f"{row['proxy']} separate" if separate else row["proxy"]
 
 
 def setting(row: dict) -> Setting:
-  return row["proxy"], row["layer"], row.get("rank", row.get("k"))
+  return family(row), row["layer"], row.get("rank", row.get("k"))
 
 
 def setting_label(s: Setting) -> str:
   proxy, _, value = s
-  sweep = {"svd": "rank", "weight_svd": "rank", "kmeans": "K"}.get(proxy)
+  sweep = {"svd": "rank", "weight_svd": "rank", "kmeans": "K"}.get(proxy.split()[0])
   return proxy if value is None else f"{proxy} {sweep} {value}"
 
 
@@ -125,7 +134,7 @@ def representative(rows: list[dict], proxy: str, layer: int, threshold: float = 
                    ) -> Setting | None:
   """The simplest setting of a family that looks faithful in distribution: the smallest
   rank / K whose mean iid agreement reaches `threshold` (else the most faithful one)."""
-  iid = across_seeds([r for r in rows if r["proxy"] == proxy and r["layer"] == layer
+  iid = across_seeds([r for r in rows if family(r) == proxy and r["layer"] == layer
                       and r["split"] == "iid"], setting, "agreement")
   if not iid:
     return None

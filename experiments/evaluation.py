@@ -77,11 +77,12 @@ class Evaluation:
 def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec, *,
              splits: Sequence[str], scoring: str = "murty", n_fit: int = 1000,
              batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000,
-             mesh=None) -> Evaluation:
-  """Fits `spec` and evaluates it on `splits`, batches split over `mesh` (default: every
-  device). Every process gets the same rows."""
+             mesh=None, proxy: proxies.Proxy | None = None) -> Evaluation:
+  """Fits `spec` (unless `proxy` is its fit already) and evaluates it on `splits`, batches
+  split over `mesh` (default: every device). Every process gets the same rows."""
   with progress(spec, splits) as bar:
-    proxy = fit_proxy(task, model_cfg, params, spec, n_fit, mesh)
+    if proxy is None:
+      proxy = fit_proxy(task, model_cfg, params, spec, n_fit, mesh)
     bar.update()
     groups = task.groups
     program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,

@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments import aggregate  # noqa: E402
 
-SWEEP_AXIS = {"svd": "rank (components)", "kmeans": "K (clusters)", "weight_svd": "rank of W_QK"}
+SWEEP_AXIS = {"svd": "rank (components)", "kmeans": "K (clusters)",
+              "kmeans separate": "K (clusters per site)", "weight_svd": "rank of W_QK"}
 
 
 def _band(ax, x, intervals, label, **style):
@@ -62,12 +63,13 @@ def _by_depth(pooled: list[dict], s: aggregate.Setting, metric: str) -> tuple[li
 
 
 def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str | None:
-  families = [p for p in SWEEP_AXIS if any(r["proxy"] == p and r["layer"] == layer for r in rows)]
+  families = [p for p in SWEEP_AXIS
+              if any(aggregate.family(r) == p and r["layer"] == layer for r in rows)]
   if not families:
     return None
   fig, axes = plt.subplots(len(families), 2, figsize=(10, 3.2 * len(families)), squeeze=False)
   for row_axes, proxy in zip(axes, families):
-    mine = [r for r in rows if r["proxy"] == proxy and r["layer"] == layer]
+    mine = [r for r in rows if aggregate.family(r) == proxy and r["layer"] == layer]
     for ax, metric in zip(row_axes, ("agreement", "attention_jsd")):
       stats = aggregate.across_seeds(mine, lambda r: (r["split"], aggregate.setting(r)[2]), metric)
       for split in splits:
@@ -118,7 +120,7 @@ def all_figures(rows: list[dict], group_rows: list[dict], layers: Sequence[int],
   for layer in layers:
     path = sweep(rows, layer, splits, os.path.join(out_dir, f"sweep_layer{layer}.png"))
     written += [path] if path else []
-    chosen = [s for p in ("svd", "kmeans", "onehot", "weight_svd")
+    chosen = [s for p in aggregate.FAMILIES
               if (s := aggregate.representative(rows, p, layer)) is not None]
     if chosen:
       written.append(accuracy_by_depth(pooled, chosen, train_depth,

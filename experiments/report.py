@@ -9,9 +9,6 @@ from collections.abc import Sequence
 from experiments import aggregate
 from models import atomic
 
-FAMILIES = ("svd", "kmeans", "onehot", "weight_svd")
-
-
 def _fmt(interval: tuple[float, float, float], digits: int = 3) -> str:
   mean, lo, hi = interval
   if math.isnan(mean):
@@ -24,7 +21,7 @@ def _fmt(interval: tuple[float, float, float], digits: int = 3) -> str:
 def _representatives(rows: list[dict], layers: Sequence[int]) -> list[aggregate.Setting]:
   """Each family's representative setting on each layer, in table order."""
   chosen = [aggregate.representative(rows, family, layer)
-            for layer in layers for family in FAMILIES]
+            for layer in layers for family in aggregate.FAMILIES]
   return [s for s in chosen if s is not None]
 
 
@@ -78,7 +75,7 @@ def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequen
          "last column.", ""]
   for layer in layers:
     settings = sorted({aggregate.setting(r) for r in rows if r["layer"] == layer},
-                      key=lambda s: (FAMILIES.index(s[0]), s[2] or 0))
+                      key=lambda s: (aggregate.FAMILIES.index(s[0]), s[2] or 0))
     body = []
     for s in settings:
       cells = [aggregate.setting_label(s), _fmt(agreement[(s, "iid")])]
@@ -204,9 +201,48 @@ def error_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int
                        f"unseen_depth, depth > {m}"], body) + [""]
 
 
+def mechanism_section(mechanisms: list[dict], train_depth: int) -> list[str]:
+  """What the last layer's queries and keys carry, and where k-means proxies' attention
+  lands (experiments/mechanism.py), mean [95 % interval] over seeds."""
+  if not mechanisms:
+    return []
+  m, first = train_depth, mechanisms[0]
+  out = [f"## What the layer-{first['layer']} head's queries carry, and where k-means "
+         "attention lands", "",
+         "The head matches a close to the most recent unmatched open at the query's depth, "
+         "so the match uses depth alone. Fraction of the variance of its queries and keys "
+         f"(every position of {first['n_fit']} training strings) that the input token, the "
+         "stack depth and the two together explain (between-group / total variance):", ""]
+  labels = list(first["variance"]["q"])
+  body = [[site] + [_fmt(aggregate.seed_interval([r["variance"][site][name]
+                                                  for r in mechanisms])) for name in labels]
+          for site in first["variance"]]
+  out += _table(["site", *labels], body) + [""]
+  out += ["At scored closes, how often the strongest key of the model and of each k-means "
+          "proxy (queries and keys clustered together, or each on its own) is the matching "
+          f"open, and how often it is at least at the query's depth; iid closes at key depth "
+          f"< {m} and unseen_depth closes at key depth > {m}:", ""]
+  def name(r):
+    if r["proxy"] == "model":
+      return "model"
+    return f"kmeans {'separate' if r['separate'] else 'joint'} K {r['k']}"
+  cells: dict[str, dict[tuple, list[float]]] = {}
+  for found in mechanisms:
+    for r in found["landing"]:
+      for metric in ("on_open", "at_depth"):
+        cells.setdefault(name(r), {}).setdefault((r["split"], metric), []).append(r[metric])
+  where = [(split, metric) for split in ("iid", "unseen_depth")
+           for metric in ("on_open", "at_depth")]
+  body = [[who] + [_fmt(aggregate.seed_interval(values.get(w, []))) for w in where]
+          for who, values in cells.items()]
+  header = [f"{split} {'on the open' if metric == 'on_open' else 'at its depth'}"
+            for split, metric in where]
+  return out + _table(["", *header], body) + [""]
+
+
 def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
           group_rows: list[dict], splits: Sequence[str], layers: Sequence[int],
-          train_depth: int, figures: Sequence[str]) -> None:
+          train_depth: int, figures: Sequence[str], mechanisms: Sequence[dict] = ()) -> None:
   pooled = aggregate.pooled_buckets(group_rows, "depth", splits=["unseen_depth"])
   lines = [f"# {title}", ""] + list(setup) + [""]
   lines += model_section(rows, splits)
@@ -214,6 +250,7 @@ def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
   lines += estimation_section(rows, pooled, layers, train_depth)
   lines += depth_per_seed_section(pooled, rows, layers, train_depth)
   lines += error_section(group_rows, rows, layers, train_depth)
+  lines += mechanism_section(list(mechanisms), train_depth)
   lines += bootstrap_section(rows, splits, layers)
   lines += ["## Figures", ""]
   lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, os.path.dirname(path))})"

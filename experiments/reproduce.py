@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 import proxies
 from data import dyck
-from experiments import cli, evaluation, figures, report, rundir, tasks, training_run
+from experiments import (cli, evaluation, figures, mechanism, report, rundir, tasks,
+                         training_run)
 from models import checkpoints, mesh, training
 
 
@@ -34,7 +35,11 @@ from models import checkpoints, mesh, training
 class Plan:
   seeds: tuple[int, ...]
   ranks: tuple[int, ...]  # svd and weight_svd
-  ks: tuple[int, ...]  # kmeans
+  ks: tuple[int, ...]  # kmeans, clustering queries and keys jointly
+  # K of the last layer's head, fitted jointly and separately (the matching head needs about
+  # #types x #depths clusters); its query/key variance and attention landing are measured
+  # (experiments/mechanism.py) with these fits. Default: `ks`.
+  last_layer_ks: tuple[int, ...] = ()
   data: dyck.DyckConfig = dyck.DyckConfig()
   train: training.TrainConfig = training.TrainConfig()  # its seed is replaced by each seed
   model: tuple[tuple[str, object], ...] = ()  # ModelConfig fields other than the defaults
@@ -55,15 +60,19 @@ PLANS = {
                                              log_every=100, eval_every=300,
                                              checkpoint_every=300),
                   model=(("d_model", 16), ("d_head", 8), ("d_mlp", 32)), batch_size=128),
-    # Fits in 30 minutes on a 2-core CPU: fewer training steps, 500 strings per test split,
-    # coarser sweeps (README "Reproduction" gives the measured time and accuracies). K
-    # reaches 256 because the layer-1 head needs about #types x #depths = 200 clusters.
+    # Fits in 30 minutes on a 2-core CPU (plus about 8 minutes per seed for the k-means
+    # fits of K 1,024): fewer training steps, 500 strings per test split, coarser sweeps
+    # (README "Reproduction" gives the measured time and accuracies). K reaches 1,024 on
+    # the layer-1 head, which needs about #types x #depths = 200 clusters to separate its
+    # matches, more when the centroids are spent on variance the match does not use.
     "reduced": Plan(seeds=(0, 1, 2), ranks=(1, 2, 4, 8, 16), ks=(4, 16, 64, 256),
+                    last_layer_ks=(4, 16, 64, 256, 1024),
                     data=dyck.DyckConfig(n_test=500),
                     train=training.TrainConfig(steps=6000), batch_size=128),
     # The default training, 2,000 strings per split, the paper-sized sweeps.
     "full": Plan(seeds=(0, 1, 2, 3, 4), ranks=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
-                 ks=(2, 4, 8, 16, 32, 64, 128, 256, 512)),
+                 ks=(2, 4, 8, 16, 32, 64, 128, 256, 512),
+                 last_layer_ks=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)),
 }
 
 
@@ -83,20 +92,24 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def specs(plan: Plan, n_layers: int) -> list[proxies.ProxySpec]:
-  """Every proxy family on head 0 of every layer."""
+  """Every proxy family on head 0 of every layer; on the last, k-means fitted jointly and
+  separately (`mechanism.kmeans_specs`)."""
   out = []
   for layer in range(n_layers):
+    last = layer == n_layers - 1
+    kmeans = (mechanism.kmeans_specs(layer, 0, plan.last_layer_ks or plan.ks) if last else
+              [proxies.ProxySpec("kmeans", layer, 0, ("q", "k"), plan.ks,
+                                 (("separate", False), ("seed", 0)))])
     out += [proxies.ProxySpec("svd", layer, 0, ("q", "k"), plan.ranks,
                               (("centered", False), ("separate", False))),
-            proxies.ProxySpec("kmeans", layer, 0, ("q", "k"), plan.ks,
-                              (("separate", False), ("seed", 0))),
+            *kmeans,
             proxies.ProxySpec("onehot", layer, 0, ("pattern",)),
             proxies.ProxySpec("weight_svd", layer, 0, ("q",), plan.ranks)]
   return out
 
 
 def evaluate_cached(task, model_cfg, params, spec, run_dir: str, plan: Plan, n_fit: int,
-                    log) -> tuple[list[dict], list[dict]]:
+                    log, fit) -> tuple[list[dict], list[dict]]:
   """The evaluation of `spec` on `run_dir`, read back if an earlier run wrote it."""
   mesh.barrier(f"cache-{run_dir}-{spec}")  # every process sees the same files below
   eval_dir = os.path.join(run_dir, "eval")
@@ -109,12 +122,31 @@ def evaluate_cached(task, model_cfg, params, spec, run_dir: str, plan: Plan, n_f
       return rows, group_rows
   start = time.perf_counter()
   result = evaluation.evaluate(task, model_cfg, params, spec, splits=task.splits,
-                               n_fit=n_fit, batch_size=plan.batch_size)
+                               n_fit=n_fit, batch_size=plan.batch_size, proxy=fit(spec))
   if mesh.is_main():
     evaluation.write(result, eval_dir, stem)
   log(f"  {stem}: {result.settings} setting(s) x {len(task.splits)} splits in "
       f"{time.perf_counter() - start:.1f} s ({result.compilations} compilation(s))")
   return result.rows, result.group_rows
+
+
+def mechanism_cached(task, model_cfg, params, run_dir: str, plan: Plan, n_fit: int, log,
+                     fit) -> dict:
+  """The last layer's mechanism measurement (experiments/mechanism.py), read back if an
+  earlier run wrote it with the same K and fit size."""
+  layer, ks = model_cfg.n_layers - 1, list(plan.last_layer_ks or plan.ks)
+  path = os.path.join(run_dir, "eval", f"mechanism_layer{layer}_head0.json")
+  mesh.barrier(f"mechanism-{run_dir}")
+  if os.path.exists(path):
+    found = json.load(open(path, encoding="utf-8"))
+    if found.get("ks") == ks and found.get("n_fit") == n_fit:
+      return found
+  start = time.perf_counter()
+  found = mechanism.measure(task, model_cfg, params, layer, 0, ks, n_fit, fit)
+  if mesh.is_main():
+    rundir.write_json(path, found)
+  log(f"  mechanism of layer {layer}: {time.perf_counter() - start:.1f} s")
+  return found
 
 
 def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) -> str:
@@ -124,7 +156,7 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
   task = tasks.DyckTask(data_cfg, data_dir)
   model_cfg = task.model_config(**dict(plan.model))
   n_fit = min(1000, data_cfg.n_train)
-  rows, group_rows = [], []
+  rows, group_rows, mechanisms = [], [], []
   for seed in plan.seeds:
     train_cfg = dataclasses.replace(plan.train, seed=seed)
     run_dir = training_run.default_run_dir(task, train_cfg, root=out)
@@ -132,10 +164,19 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
                                           log=lambda line: None, progress=True)
     log(f"seed {seed}: iid accuracy {accuracy:.4f} ({run_dir}; "
         f"{time.perf_counter() - clock:.0f} s so far)")
+    fitted = {}  # spec -> proxy: the last layer's k-means fits serve the mechanism too
+
+    def fit(spec):
+      if spec not in fitted:
+        fitted[spec] = evaluation.fit_proxy(task, model_cfg, params, spec, n_fit)
+      return fitted[spec]
+
     for spec in specs(plan, model_cfg.n_layers):
-      r, g = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log)
+      r, g = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log, fit)
       rows += [dict(row, model_seed=seed) for row in r]
       group_rows += [dict(row, model_seed=seed) for row in g]
+    found = mechanism_cached(task, model_cfg, params, run_dir, plan, n_fit, log, fit)
+    mechanisms.append(dict(found, model_seed=seed))
 
   path = os.path.join(out, "report.md")
   if not mesh.is_main():
@@ -154,7 +195,7 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
            f"{time.perf_counter() - clock:.0f} s (this invocation; resumed work not counted)."]
   report.write(path, title="Dyck: interpretability illusions, reproduced",
                setup=setup, rows=rows, group_rows=group_rows, splits=task.splits, layers=layers,
-               train_depth=data_cfg.max_depth, figures=written)
+               train_depth=data_cfg.max_depth, figures=written, mechanisms=mechanisms)
   log(f"wrote {path}, {len(written)} figures, rows.csv and by_group.csv "
       f"in {time.perf_counter() - clock:.0f} s")
   return path

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import math
 
 import pytest
@@ -22,8 +23,10 @@ def reproduced(tmp_path_factory):
 
 def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   rows = list(csv.DictReader(open(reproduced / "rows.csv")))
-  seen = {(r["model_seed"], r["layer"], r["proxy"], r["split"]) for r in rows}
-  assert len(seen) == len(SMOKE.seeds) * 2 * 4 * 5
+  seen = {(r["model_seed"], r["layer"], aggregate.family(r), r["split"]) for r in rows}
+  # Four families on each layer, and k-means fitted separately too on the last.
+  assert len(seen) == len(SMOKE.seeds) * (4 + 5) * 5
+  assert {aggregate.family(r) for r in rows if r["layer"] == "1"} == set(aggregate.FAMILIES)
   assert {r.get("rank") or r.get("k") for r in rows if r["proxy"] == "svd"} == {"1", "2", "8"}
   # Full rank is the model itself, on every seed, layer and split.
   full = [r for r in rows if r["proxy"] == "svd" and r["rank"] == "8"]
@@ -45,6 +48,21 @@ def test_figures_and_report_are_written(reproduced):
                   "explain the model's mistakes", "## Figures"):
     assert heading in text
   assert "gap " in text and "[" in text  # gaps with intervals over seeds
+
+
+def test_the_mechanism_of_the_last_layer_is_measured_with_the_evaluated_fits(reproduced):
+  run = next(reproduced.glob("dyck-*-s0"))
+  found = json.loads((run / "eval" / "mechanism_layer1_head0.json").read_text())
+  for site in ("q", "k"):
+    v = found["variance"][site]
+    assert 0 <= v["token"] <= 1 and 0 <= v["depth"] <= 1
+    # The finer partition explains at least as much as either of its parts.
+    assert v["depth x token"] >= max(v["token"], v["depth"]) - 1e-9
+  kinds = {(r["proxy"], r.get("separate"), r.get("k")) for r in found["landing"]}
+  assert kinds == {("model", None, None)} | {("kmeans", sep, k) for sep in (False, True)
+                                             for k in SMOKE.ks}
+  assert all(0 <= r["on_open"] <= r["at_depth"] + 1e-9 <= 1 + 1e-9 for r in found["landing"])
+  assert "where k-means attention lands" in (reproduced / "report.md").read_text()
 
 
 def test_rerun_reads_back_instead_of_recomputing(reproduced, capsys):
