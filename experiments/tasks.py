@@ -91,11 +91,14 @@ class DyckTask:
   def groups(self) -> dict[str, list[str]]:
     """Group name -> bucket labels. depth: the stack depth when the target is predicted
     (at a close, the depth of the open it matches, i.e. of the key the head must find);
-    distance: how far back that open is."""
+    distance: how far back that open is; depth_distance: the pair, '<depth> / <distance>'."""
     depths = range(max(self.config.max_depth, self.config.ood_depth_cap) + 1)
     edges = DISTANCE_EDGES
     distances = [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
-    return {"depth": [str(d) for d in depths], "distance": distances}
+    # Both at once: depth and distance go together (a deep close is usually far from its
+    # open), so a gap by one of them alone can be the other's.
+    both = [f"{d} / {dist}" for d in depths for dist in distances]
+    return {"depth": [str(d) for d in depths], "distance": distances, "depth_distance": both}
 
   @functools.cached_property
   def strata(self) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -116,8 +119,10 @@ class DyckTask:
     strings = self.files[split] if split in self.files else self.data[split]
     b = dyck_batch.encode(strings, self.vocab, self.seq_len)
     distance = np.searchsorted(DISTANCE_EDGES, b.distance, side="right").astype(np.int32) - 1
+    depth_distance = np.where(distance >= 0, b.depth * len(DISTANCE_EDGES) + distance, -1)
     return {"inputs": b.inputs, "gold": b.gold, "scored": b.scored(scoring, self.vocab.n_types),
-            "depth": b.depth, "distance": distance}
+            "depth": b.depth, "distance": distance,
+            "depth_distance": depth_distance.astype(np.int32)}
 
   def monitored(self) -> dict[str, dict[str, np.ndarray]]:
     """What training reports at each evaluation: name -> arrays whose scored positions the

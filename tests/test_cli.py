@@ -174,8 +174,14 @@ def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, val
     assert all(r["agreement"] == 1.0 for r in rows if r["rank"] == 8)
   assert json.loads((run_dir / "eval" / f"{stem}.json").read_text()) == rows
   groups = json.loads((run_dir / "eval" / f"{stem}_by_group.json").read_text())
-  assert {g["group"] for g in groups} == {"depth", "distance"}
+  assert {g["group"] for g in groups} == {"depth", "distance", "depth_distance"}
   assert sum(g["n"] for g in groups if g["group"] == "depth") == sum(r["n"] for r in rows)
+  # Every scored position is a close: depth x distance buckets add up to each depth's.
+  for g in groups:
+    if g["group"] == "depth":
+      pairs = [h for h in groups if h["group"] == "depth_distance" and h["split"] == g["split"]
+               and h.get(sweep) == g.get(sweep) and h["bucket"].split(" / ")[0] == g["bucket"]]
+      assert sum(h["n"] for h in pairs) == g["n"]
 
 
 def test_separate_fits_take_sites_of_two_widths(trained, tmp_path):

@@ -32,7 +32,7 @@ def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   full = [r for r in rows if r["proxy"] == "svd" and r["rank"] == "8"]
   assert all(float(r["agreement"]) == 1.0 for r in full)
   groups = list(csv.DictReader(open(reproduced / "by_group.csv")))
-  assert {g["group"] for g in groups} == {"depth", "distance"}
+  assert {g["group"] for g in groups} == {"depth", "distance", "depth_distance"}
   deepest = max(int(g["bucket"]) for g in groups if g["group"] == "depth")
   assert deepest > SMOKE.data.max_depth  # unseen depth reaches past training
 
