@@ -12,8 +12,8 @@ depth, and nothing else of the query. This module measures, on the model's own v
               spends centroids on;
   landing   - for k-means proxies of the head, joint (one clustering of queries and keys)
               and separate (one per site): at each scored close, whether the proxy's
-              strongest key is the matching open, and whether it is at least at the
-              query's depth (the Yao mechanism needs that); the model's own beside it.
+              strongest key is the matching open, and whether it is at the query's depth
+              (the Yao mechanism needs that); the model's own beside it.
               Counted on iid closes at key depth < m and on unseen_depth closes at > m.
 Writes <run>/eval/mechanism_layer<L>_head<H>.json and prints a table.
 """

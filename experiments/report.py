@@ -220,7 +220,7 @@ def mechanism_section(mechanisms: list[dict], train_depth: int) -> list[str]:
   out += _table(["site", *labels], body) + [""]
   out += ["At scored closes, how often the strongest key of the model and of each k-means "
           "proxy (queries and keys clustered together, or each on its own) is the matching "
-          f"open, and how often it is at least at the query's depth; iid closes at key depth "
+          f"open, and how often it is at the query's depth; iid closes at key depth "
           f"< {m} and unseen_depth closes at key depth > {m}:", ""]
   def name(r):
     if r["proxy"] == "model":
