@@ -1,19 +1,26 @@
 """Code files as fixed-shape windows, and what the analysis buckets each position by.
 
-A split's files are concatenated into one stream of character ids. Training batches are
-windows at random offsets, a function of (seed, step) alone; evaluation uses consecutive
-non-overlapping windows. Position p of a window reads character p and predicts p + 1.
+Training batches are windows at random offsets into the training files concatenated into
+one stream, a function of (seed, step) alone. Evaluation (and proxy fitting) windows are
+sampled across the files of a split (`sample_windows`): each window lies inside one file,
+so every window has a file id, and the files are spread as evenly as they allow, so that a
+split's numbers come from as many files as possible and intervals can resample files.
+Position p of a window reads character p and predicts p + 1.
 
 Buckets of a predicted character (SPEC §3.2):
   category - what it is: whitespace, identifier letter, digit, bracket, quote, operator or
              other punctuation, out of vocabulary;
-  word     - whether it continues a word (identifier run) that already occurred earlier in
-             the window (copyable by an induction head), continues a word seen for the first
-             time, or is not inside a word (or starts one).
+  word     - whether it is inside a word (identifier run, from its second letter on: the
+             first letter is not copyable), whether that word already occurred earlier in
+             the window (copyable by an induction head) or not, and whether the word is
+             frequent or rare in the training files (`frequent_words`). A frequent word
+             (keywords, `self`, `None`, ...) is predictable from training statistics alone,
+             so only a repeated *rare* word isolates copying.
 """
 
 from __future__ import annotations
 
+import collections
 import re
 
 import numpy as np
@@ -21,7 +28,9 @@ import numpy as np
 from data import code
 
 CATEGORIES = ("whitespace", "identifier", "digit", "bracket", "quote", "operator", "oov")
-WORD = ("outside word", "first occurrence", "repeated word")
+WORD = ("outside word", "first frequent word", "first rare word", "repeated frequent word",
+        "repeated rare word")
+FREQUENT_COVERAGE = 0.5  # frequent words: the commonest, covering half of all occurrences
 
 
 def _category_table() -> np.ndarray:
@@ -44,37 +53,89 @@ def _category_table() -> np.ndarray:
 
 CATEGORY_OF = _category_table()
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ONE_CHAR = list(code.CHARS) + ["\0", "\0"]  # OOV and PAD: one non-word character each
+# One ASCII character per id (OOV and PAD: NUL, a non-word character), for the word regex.
+_ASCII = bytes(ord(c) for c in code.CHARS) + b"\0\0" + bytes(256 - code.VOCAB_SIZE)
+
+
+def text_of(ids: np.ndarray) -> str:
+  return np.asarray(ids, np.uint8).tobytes().translate(_ASCII).decode("ascii")
 
 
 def stream(files: list[np.ndarray]) -> np.ndarray:
   return np.concatenate(files) if files else np.zeros(0, np.uint8)
 
 
-def word_buckets(ids_L: np.ndarray) -> np.ndarray:
+def frequent_words(files: list[np.ndarray], coverage: float = FREQUENT_COVERAGE) -> frozenset:
+  """The commonest words of `files` that together make up `coverage` of all word
+  occurrences (ties by spelling, so the set is a function of the files alone)."""
+  if not 0 < coverage <= 1:
+    raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+  counts = collections.Counter(w for ids in files for w in _WORD.findall(text_of(ids)))
+  total, kept, out = sum(counts.values()), 0, []
+  for word, count in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])):
+    if kept >= coverage * total:
+      break
+    out.append(word)
+    kept += count
+  return frozenset(out)
+
+
+def word_buckets(ids_L: np.ndarray, frequent: frozenset = frozenset()) -> np.ndarray:
   """int32[L]: the WORD bucket of each character of one window."""
-  text = "".join(_ONE_CHAR[i] for i in ids_L)  # one character per id
   out = np.zeros(len(ids_L), np.int32)
   seen: set[str] = set()
-  for m in _WORD.finditer(text):
+  for m in _WORD.finditer(text_of(ids_L)):
     word = m.group()
-    out[m.start() + 1:m.end()] = 2 if word in seen else 1  # the first letter is not copyable
+    bucket = (3 if word in seen else 1) + (word not in frequent)
+    out[m.start() + 1:m.end()] = bucket  # the first letter is not copyable
     seen.add(word)
   return out
 
 
-def windows(ids: np.ndarray, seq_len: int, n: int | None = None) -> dict[str, np.ndarray]:
-  """Consecutive non-overlapping windows (at most `n`): inputs, gold (the next characters),
-  scored (every position), category and word buckets of the predicted character."""
-  count = (len(ids) - 1) // seq_len
-  count = count if n is None else min(n, count)
-  starts = np.arange(count) * seq_len
-  index = starts[:, None] + np.arange(seq_len + 1)
-  chunk = ids[index].astype(np.int32) if count else np.zeros((0, seq_len + 1), np.int32)
+def _spread(capacity_F: np.ndarray, n: int) -> np.ndarray:
+  """Windows per file: n spread as evenly as the files' capacities allow (water-filling in
+  the given order: the first files get the remainder)."""
+  counts_F = np.zeros(len(capacity_F), np.int64)
+  left = min(n, int(capacity_F.sum()))
+  while left:
+    open_ = np.flatnonzero(counts_F < capacity_F)
+    share = np.full(len(open_), left // len(open_))
+    share[:left % len(open_)] += 1
+    give = np.minimum(share, capacity_F[open_] - counts_F[open_])
+    counts_F[open_] += give
+    left -= int(give.sum())
+  return counts_F
+
+
+def sample_windows(files: list[np.ndarray], seq_len: int, n: int, seed: int,
+                   frequent: frozenset = frozenset()) -> dict[str, np.ndarray]:
+  """Up to `n` non-overlapping windows of seq_len + 1 characters, each inside one file, the
+  files taken in a seeded order and given windows as evenly as they hold them (a file of
+  c characters holds (c - 1) // seq_len); within a file, seeded distinct slots at a seeded
+  shift. Files shorter than a window give none. Returns inputs, gold (the next characters),
+  scored (every position), category and word buckets of the predicted character, and
+  `file` ([N], the index of each window's file in `files`). Windows come ordered by file."""
+  rng = np.random.default_rng(seed)
+  order_F = rng.permutation(len(files))
+  capacity_F = np.array([(len(files[f]) - 1) // seq_len for f in order_F], np.int64)
+  counts_F = _spread(capacity_F, n)
+  chunks, file_ids = [], []
+  for f, count, capacity in sorted(zip(order_F, counts_F, capacity_F)):
+    if not count:
+      continue
+    ids = files[f]
+    shift = rng.integers(0, len(ids) - 1 - capacity * seq_len + 1)
+    slots = np.sort(rng.choice(capacity, count, replace=False))
+    starts = shift + slots * seq_len
+    chunks.append(ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32))
+    file_ids += [f] * count
+  chunk = np.concatenate(chunks) if chunks else np.zeros((0, seq_len + 1), np.int32)
   inputs, gold = chunk[:, :-1], chunk[:, 1:]
-  word = np.stack([word_buckets(row)[1:] for row in chunk]) if count else gold * 0
+  word = (np.stack([word_buckets(row, frequent)[1:] for row in chunk]) if len(chunk)
+          else np.zeros_like(gold))
   return {"inputs": inputs, "gold": gold, "scored": np.ones_like(gold, bool),
-          "category": CATEGORY_OF[gold], "word": word}
+          "category": CATEGORY_OF[gold], "word": word,
+          "file": np.asarray(file_ids, np.int32)}
 
 
 class WindowSampler:

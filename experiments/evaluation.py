@@ -102,8 +102,9 @@ def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.Pro
       for name, (group, buckets) in task.strata.items():
         for entry, metrics in zip(strata, result.stratum(group, buckets)):
           entry.update({f"{m}_{name}": metrics[m] for m in STRATUM_METRICS})
-      for label, summary, interval, stratum in zip(labels, result.summary(),
-                                                   result.bootstrap(n_bootstrap, seed), strata):
+      # Code windows of one file are not independent: the task names each one's cluster.
+      intervals = result.bootstrap(n_bootstrap, seed, clusters=task.clusters(split))
+      for label, summary, interval, stratum in zip(labels, result.summary(), intervals, strata):
         rows.append({**label, **summary, **stratum, **interval, "scoring": scoring,
                      "n_fit": n_fit})
       for group, bucket_labels in groups.items():

@@ -10,6 +10,7 @@ that metrics are also reported by. `DyckTask` and `CodeTask` are the two tasks.
 from __future__ import annotations
 
 import functools
+import zlib
 
 import jax
 import numpy as np
@@ -124,6 +125,10 @@ class DyckTask:
             "depth": b.depth, "distance": distance,
             "depth_distance": depth_distance.astype(np.int32)}
 
+  def clusters(self, split: str) -> None:
+    """None: strings are independent draws, so intervals resample strings."""
+    return None
+
   def monitored(self) -> dict[str, dict[str, np.ndarray]]:
     """What training reports at each evaluation: name -> arrays whose scored positions the
     model's accuracy is taken over. iid, and unseen_depth's closes deeper than m, so that
@@ -145,7 +150,7 @@ class CodeTask:
 
   name = "code"
   seq_len = 256
-  n_eval = 500  # windows per test split
+  n_eval = 500  # windows per test split, sampled across its files
   # SPEC §3.2: small but wide enough to form induction heads. Flags override each field.
   model_defaults = {"n_heads": 4, "d_model": 256, "d_head": 64, "d_mlp": 1024}
 
@@ -168,14 +173,18 @@ class CodeTask:
                                    **{**self.model_defaults, **overrides})
 
   @functools.cached_property
-  def data(self) -> dict[str, np.ndarray]:
-    """Each split as one stream of character ids (process 0 builds, the others wait)."""
+  def files(self) -> dict[str, list[np.ndarray]]:
+    """Each split as its files of character ids (process 0 builds, the others wait)."""
     try:
-      files = mesh_lib.main_first("code-data",
-                                  lambda: code_tfds.load(self.config, self.data_dir))
+      return mesh_lib.main_first("code-data",
+                                 lambda: code_tfds.load(self.config, self.data_dir))
     except code.CorpusError as e:
       raise cli.UsageError(str(e)) from None
-    return {name: code_batch.stream(f) for name, f in files.items()}
+
+  @functools.cached_property
+  def data(self) -> dict[str, np.ndarray]:
+    """Each split as one stream of character ids (what training windows are drawn from)."""
+    return {name: code_batch.stream(f) for name, f in self.files.items()}
 
   def manifest(self) -> dict:
     return code_tfds.manifest(self.config, self.data_dir)
@@ -186,12 +195,24 @@ class CodeTask:
     except ValueError as e:
       raise cli.UsageError(str(e)) from None
 
+  def _window_seed(self, split: str) -> list[int]:
+    """Windows depend on the data seed and the split only, so every model trained on this
+    corpus is evaluated (and its proxies fitted) on the same windows."""
+    return [self.config.seed, zlib.crc32(split.encode())]
+
   def fit_inputs(self, n: int) -> np.ndarray:
-    return code_batch.windows(self.data["train"], self.seq_len, n)["inputs"]
+    """`n` training windows sampled across the training files."""
+    return code_batch.sample_windows(self.files["train"], self.seq_len, n,
+                                     self._window_seed("train"))["inputs"]
 
   @property
   def n_train(self) -> int:
-    return (len(self.data["train"]) - 1) // self.seq_len  # windows to fit proxies on
+    return sum((len(f) - 1) // self.seq_len for f in self.files["train"])  # windows to fit on
+
+  @functools.cached_property
+  def frequent_words(self) -> frozenset:
+    """The training files' commonest words (`code_batch.frequent_words`)."""
+    return code_batch.frequent_words(self.files["train"])
 
   @functools.cached_property
   def groups(self) -> dict[str, list[str]]:
@@ -203,12 +224,20 @@ class CodeTask:
 
   @functools.cache
   def eval_arrays(self, split: str, scoring: str = "all") -> dict[str, np.ndarray]:
-    a = code_batch.windows(self.data[split], self.seq_len, self.n_eval)
+    """inputs, gold, scored, the groups, and `file` ([N], each window's file), sampled
+    across the split's files (`code_batch.sample_windows`)."""
+    a = code_batch.sample_windows(self.files[split], self.seq_len, self.n_eval,
+                                  self._window_seed(split), self.frequent_words)
     if not len(a["inputs"]):
-      raise cli.UsageError(f"split {split!r} has {len(self.data[split])} characters, fewer "
-                           f"than one window of {self.seq_len + 1}")
+      raise cli.UsageError(f"split {split!r} has no file of more than {self.seq_len} "
+                           "characters (one window)")
     a["category_word"] = a["category"] * len(code_batch.WORD) + a["word"]
     return a
+
+  def clusters(self, split: str) -> np.ndarray:
+    """[N]: the file of each evaluation window; intervals resample files, not windows
+    (windows of one file are not independent)."""
+    return self.eval_arrays(split)["file"]
 
   def monitored(self) -> dict[str, dict[str, np.ndarray]]:
     return {"iid_accuracy": self.eval_arrays("iid")}

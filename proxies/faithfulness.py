@@ -269,15 +269,24 @@ class SplitResult:
     m = derive({k: v[..., list(buckets)].sum(-1) for k, v in self.groups[group].items()})
     return [_rows(m, p) for p in range(self.size)]
 
-  def bootstrap(self, n_resamples: int = 1000, seed: int = 0,
-                level: float = 0.95) -> list[dict]:
+  def bootstrap(self, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                clusters: np.ndarray | None = None) -> list[dict]:
     """Percentile intervals over strings resampled with replacement, per sweep entry:
-    {'<metric>_lo': ..., '<metric>_hi': ...} for BOOTSTRAP_METRICS."""
+    {'<metric>_lo': ..., '<metric>_hi': ...} for BOOTSTRAP_METRICS. With `clusters` ([N]
+    ids, e.g. the file each window comes from), whole clusters are resampled instead:
+    strings of one cluster are not independent, and resampling them alone would make the
+    interval too narrow."""
     n = self.sequence["n_scored"].shape[-1]
     if n == 0:
       return [{} for _ in range(self.size)]
     rng = np.random.default_rng(seed)
-    counts_RxN = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+    if clusters is None:
+      counts_RxN = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+    else:
+      _, cluster_N = np.unique(np.asarray(clusters), return_inverse=True)
+      c = cluster_N.max() + 1
+      counts_RxN = rng.multinomial(c, np.full(c, 1.0 / c), size=n_resamples)[:, cluster_N]
+      counts_RxN = counts_RxN.astype(np.float64)
     m = derive({k: v.astype(np.float64) @ counts_RxN.T for k, v in self.sequence.items()})
     tail = 100 * (1 - level) / 2
     out = [{} for _ in range(self.size)]
