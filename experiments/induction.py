@@ -1,14 +1,18 @@
 """Which heads are induction-like: attention from a repeated token to the token that followed
-its previous occurrence, on sequences of random tokens repeated twice.
+its previous occurrence, on sequences of distinct random tokens repeated twice.
 
   python -m experiments.induction --run=runs/code-python-s0
 
-On [r_1 .. r_T, r_1 .. r_T], an induction head at query position T + i (reading r_{i+1})
-attends to key i + 1 (the token after r_{i+1}'s first occurrence, which it will copy). The
-score of a head is its mean attention weight on that key over the second half: 1 for a
-perfect induction head, `uniform_baseline` (about 1.4 / L) for one attending uniformly to
-every earlier position. Written to
-<run>/eval/induction.json, one row per layer and head.
+A sequence is [r_1 .. r_T, r_1 .. r_T] with r_1 .. r_T drawn *without* replacement (T = the
+vocabulary's real tokens or half the model's positions, the smaller), so in the second half
+every token has exactly one earlier occurrence and one token to copy: an induction head at
+query T + i (reading r_{i+1}) attends to key i + 1. (With tokens drawn with replacement a
+token repeats inside a half, the copy target is ambiguous, and a perfect induction head
+scores well below 1.) The score of a head is its attention mass on the copy targets - every
+key k <= q whose previous token equals the query's token - averaged over the queries that
+have one: 1 for a perfect induction head, `uniform_baseline` (between 1 / L and 2 / L, L the
+sequence length) for one attending uniformly to every earlier position. Written to
+<run>/eval/induction.json, one row per layer and head, with the baseline.
 """
 
 from __future__ import annotations
@@ -24,30 +28,55 @@ from experiments import cli, rundir, tasks
 from models import checkpoints, mesh, training, transformer
 
 
-def score_from_patterns(pattern_BxHxLxL: np.ndarray, half: int) -> np.ndarray:
-  """[H]: mean attention from query T + i to key i + 1, for i in 0..T-2, over the batch."""
-  queries = np.arange(half, 2 * half - 1)
-  keys = queries - half + 1
-  return np.asarray(pattern_BxHxLxL)[:, :, queries, keys].mean(axis=(0, 2))
+def copy_targets(tokens_BxL: np.ndarray) -> np.ndarray:
+  """bool[B, L, L]: key k is a copy target of query q when k <= q and token k - 1 equals
+  token q (k holds what followed an earlier occurrence of q's token)."""
+  tokens_BxL = np.asarray(tokens_BxL)
+  length = tokens_BxL.shape[1]
+  same_BxLxL = np.zeros((len(tokens_BxL), length, length), bool)
+  same_BxLxL[:, :, 1:] = tokens_BxL[:, :, None] == tokens_BxL[:, None, :-1]
+  return same_BxLxL & np.tril(np.ones((length, length), bool))
 
 
-def uniform_baseline(seq_len: int) -> float:
-  """The score of a head that attends uniformly over every causal key."""
-  half = seq_len // 2
-  return float(np.mean(1.0 / (np.arange(half, 2 * half - 1) + 1)))
+def score_from_patterns(pattern_BxHxLxL: np.ndarray, tokens_BxL: np.ndarray) -> np.ndarray:
+  """[H]: attention mass on the copy targets, mean over the queries that have any."""
+  target_BxLxL = copy_targets(tokens_BxL)
+  mass_BxHxL = (np.asarray(pattern_BxHxLxL) * target_BxLxL[:, None]).sum(-1)
+  has_BxL = target_BxLxL.any(-1)
+  if not has_BxL.any():
+    raise ValueError("no query has a copy target: the sequences repeat no token")
+  return mass_BxHxL.transpose(1, 0, 2)[:, has_BxL].mean(-1)
+
+
+def uniform_baseline(tokens_BxL: np.ndarray) -> float:
+  """The score of a head attending uniformly over every causal key (q + 1 keys)."""
+  target_BxLxL = copy_targets(tokens_BxL)
+  has_BxL = target_BxLxL.any(-1)
+  per_query_BxL = target_BxLxL.sum(-1) / (np.arange(target_BxLxL.shape[1]) + 1)
+  return float(per_query_BxL[has_BxL].mean())
+
+
+def repeated_sequences(n_tokens: int, seq_len: int, n: int, seed: int) -> np.ndarray:
+  """int32[n, 2T]: `n` sequences of T distinct tokens (0..n_tokens-1, without replacement)
+  followed by the same T again; T = min(n_tokens, seq_len // 2)."""
+  half = min(n_tokens, seq_len // 2)
+  if half < 2:
+    raise ValueError(f"need at least 2 tokens and 4 positions, got {n_tokens} and {seq_len}")
+  rng = np.random.default_rng(seed)
+  first = np.stack([rng.permutation(n_tokens)[:half] for _ in range(n)])
+  return np.concatenate([first, first], axis=1).astype(np.int32)
 
 
 def induction_scores(cfg: transformer.ModelConfig, params, n_tokens: int, n: int = 64,
-                     seed: int = 0) -> np.ndarray:
-  """[n_layers, n_heads] scores on `n` random sequences of ids 0..n_tokens-1 repeated."""
-  half = cfg.seq_len // 2
-  rng = np.random.default_rng(seed)
-  first = rng.integers(0, n_tokens, (n, half))
-  tokens = np.concatenate([first, first], axis=1).astype(np.int32)
+                     seed: int = 0) -> tuple[np.ndarray, float]:
+  """([n_layers, n_heads] scores, the uniform baseline) on `n` repeated sequences."""
+  tokens_BxL = repeated_sequences(n_tokens, cfg.seq_len, n, seed)
   capture = jax.jit(lambda p, x, layer: transformer.capture(cfg, p, x, layer, "pattern"),
                     static_argnums=2)
-  return np.stack([score_from_patterns(mesh.to_host(capture(params, tokens, layer)), half)
-                   for layer in range(cfg.n_layers)])
+  scores = np.stack([
+      score_from_patterns(mesh.to_host(capture(params, tokens_BxL, layer)), tokens_BxL)
+      for layer in range(cfg.n_layers)])
+  return scores, uniform_baseline(tokens_BxL)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -65,16 +94,17 @@ def main(argv: Sequence[str]) -> None:
   if params is None:
     raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
   n_tokens = task.pad_id  # every id below PAD is a real token
-  scores = induction_scores(model_cfg, mesh.to_host(params), n_tokens, args.n, args.seed)
-  rows = [{"layer": layer, "head": head, "induction_score": float(scores[layer, head])}
+  scores, baseline = induction_scores(model_cfg, mesh.to_host(params), n_tokens, args.n,
+                                      args.seed)
+  rows = [{"layer": layer, "head": head, "induction_score": float(scores[layer, head]),
+           "uniform_baseline": baseline}
           for layer in range(model_cfg.n_layers) for head in range(model_cfg.n_heads)]
   for row in sorted(rows, key=lambda r: -r["induction_score"]):
     print(f"layer {row['layer']} head {row['head']}: {row['induction_score']:.4f}")
   path = os.path.join(run_dir, "eval", "induction.json")
   cli.ensure_writable(os.path.dirname(path))
   rundir.write_json(path, rows)
-  print(f"wrote {path} (uniform attention would score "
-        f"{uniform_baseline(model_cfg.seq_len):.4f})")
+  print(f"wrote {path} (uniform attention would score {baseline:.4f})")
 
 
 if __name__ == "__main__":
