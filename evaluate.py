@@ -50,8 +50,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--k", type=cli.int_list, default=None,
                       help="kmeans: number(s) of centroids, e.g. 2,4,8,16,32 (one compiled "
                       "sweep; default: 8)")
-  parser.add_argument("--layer", type=int, default=-1, help="block of the head (default: last)")
-  parser.add_argument("--head", type=int, default=0, help="head within the block (default: 0)")
+  parser.add_argument("--layer", default="-1",
+                      help="block(s) of the heads: 1, 0,1 or all; negative counts from the "
+                      "last (default: -1, the last)")
+  parser.add_argument("--head", default="0",
+                      help="head(s) within each block: 0, 0,2 or all (default: 0); every "
+                      "listed head of every listed block is simplified at once, one fit each")
   parser.add_argument("--sites", default=None,
                       help="comma-separated sites to simplify (default: the kind's; svd and "
                       "kmeans: q,k, or any of q,k,v,resid_pre; onehot: pattern; weight_svd: q)")
@@ -90,13 +94,10 @@ def kind_flags() -> dict[str, Callable[[proxies.ProxyKind], bool]]:
   return flags
 
 
-def site_width(site: str, model_cfg: transformer.ModelConfig) -> int:
-  return model_cfg.d_model if site == "resid_pre" else model_cfg.d_head
-
-
 def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
   """Validates everything that depends on the run; returns the ProxySpec."""
   kind = proxies.KINDS[args.proxy]
+  model = transformer.TransformerSites(model_cfg)
   for flag, applies in kind_flags().items():
     given = getattr(args, flag)
     if given is not None and given is not False and not applies(kind):
@@ -105,22 +106,21 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
                            f"{', '.join(users)}")
   if kind.sweep and getattr(args, kind.sweep) is None:
     setattr(args, kind.sweep, SWEEP_DEFAULTS[kind.sweep])
-  layer = args.layer % model_cfg.n_layers if -model_cfg.n_layers <= args.layer < 0 else args.layer
-  cli.check_range("layer", layer, 0, model_cfg.n_layers - 1, " for this model")
-  cli.check_range("head", args.head, 0, model_cfg.n_heads - 1, " for this model")
+  layers = index_list("layer", args.layer, model_cfg.n_layers)
+  heads = index_list("head", args.head, model_cfg.n_heads)
   sites = tuple(args.sites.split(",")) if args.sites else kind.sites
   for site in sites:
     cli.check_choice("site", site, kind.allowed_sites)
   if kind.fits_on == "activations":
-    widths = {site: site_width(site, model_cfg) for site in sites}
+    widths = {site: model.width(site) for site in sites}
     if "separate" in kind.options and not args.separate and len(set(widths.values())) > 1:
       raise cli.UsageError(
           f"a joint {args.proxy} fit needs sites of one width, but "
           f"{', '.join(f'{s} has {w}' for s, w in widths.items())} dimensions; "
           "pass --separate (one fit per site) or sites of one width")
   if kind.sweep == "rank":  # a rank above a site's width would be clipped, yet labelled
-    narrowest = min(sites, key=lambda site: site_width(site, model_cfg))
-    width = site_width(narrowest, model_cfg)
+    narrowest = min(sites, key=model.width)
+    width = model.width(narrowest)
     for rank in args.rank:
       cli.check_range("rank", rank, 1, width,
                       f" ({narrowest}, the narrowest site simplified, has {width} dimensions)")
@@ -144,7 +144,27 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
   options = tuple((name, args.seed if name == "seed" else getattr(args, name))
                   for name in kind.options)
   values = tuple(getattr(args, kind.sweep)) if kind.sweep else ()
-  return proxies.ProxySpec(args.proxy, layer, args.head, sites, values, options)
+  try:
+    return proxies.ProxySpec(args.proxy, tuple((l, h) for l in layers for h in heads), sites,
+                             values, options)
+  except proxies.ProxyError as e:
+    raise cli.UsageError(str(e)) from None
+
+
+def index_list(name: str, text: str, count: int) -> list[int]:
+  """'all', '1' or '0,1' -> indices into 0..count-1 (negative ones count from the end)."""
+  if text == "all":
+    return list(range(count))
+  try:
+    values = cli.int_list(text)
+  except argparse.ArgumentTypeError as e:
+    raise cli.UsageError(f"--{name}: {e}, or 'all'") from None
+  out = []
+  for v in values:
+    v = v % count if -count <= v < 0 else v
+    cli.check_range(name, v, 0, count - 1, " for this model")
+    out.append(v)
+  return list(dict.fromkeys(out))
 
 
 def interval(row: dict, metric: str) -> str | None:
@@ -196,8 +216,10 @@ def main(argv: Sequence[str]) -> None:
   splits = args.splits.split(",")
   fitted_on = {"activations": f"fitted on {args.n_fit} training strings",
                "weights": "fitted on the head's weights", "nothing": "nothing to fit"}
-  say(f"run {run_dir}: {args.proxy} on layer {spec.layer} head {spec.head} "
-      f"({'+'.join(spec.sites)}), {fitted_on[proxies.KINDS[args.proxy].fits_on]}")
+  where = ", ".join(f"layer {l} head {h}" for l, h in spec.heads)
+  say(f"run {run_dir}: {args.proxy} on {where} ({'+'.join(spec.sites)}"
+      f"{', each head fitted on its own' if len(spec.heads) > 1 else ''}), "
+      f"{fitted_on[proxies.KINDS[args.proxy].fits_on]}")
   result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
                                scoring=args.scoring, n_fit=args.n_fit,
                                batch_size=args.batch_size, seed=args.seed,

@@ -88,8 +88,8 @@ def time_to_accuracy(task, workdir: str, target: float, eval_every: int, steps: 
 
 def sweep_ratio(task, model_cfg, params, ranks, repeats: int, batch_size: int):
   acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(1000),
-                                          task.pad_id, 1, 0, ("q", "k"))
-  sweep = proxies.fit(proxies.ProxySpec("svd", 1, 0, ("q", "k"), tuple(ranks)), acts)
+                                          task.pad_id, [(1, 0)], ("q", "k"))
+  sweep = proxies.fit(proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), tuple(ranks)), acts)
   singles = [jax.tree_util.tree_map(lambda a, i=i: a[i:i + 1], sweep) for i in range(len(ranks))]
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   arrays = task.eval_arrays("iid")
@@ -180,8 +180,8 @@ def memory_child(task, copies: int, ranks, batch_size: int) -> None:
   model_cfg = task.model_config()
   params = transformer.init_params(model_cfg, 0)
   acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(200),
-                                          task.pad_id, 1, 0, ("q", "k"))
-  sweep = proxies.fit(proxies.ProxySpec("svd", 1, 0, ("q", "k"), tuple(ranks)), acts)
+                                          task.pad_id, [(1, 0)], ("q", "k"))
+  sweep = proxies.fit(proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), tuple(ranks)), acts)
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   base = {k: v[:500] for k, v in task.eval_arrays("iid").items()}
   arrays = {k: np.concatenate([v] * copies) for k, v in base.items()}

@@ -88,11 +88,12 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 def transformer_lens_sweep(model: HookedTransformer, sweep: proxies.Proxy, arrays, lo: int,
                            hi: int, pad_id: int, batch_size: int) -> list[dict]:
   """The sweep as TransformerLens users run it; one dict of metrics per setting."""
-  layer, head = sweep.layer, sweep.head
+  (layer, head), = sweep.heads
+  arrays_of_head = sweep.arrays[0]
   q_name, k_name = f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"
   pattern_name = f"blocks.{layer}.attn.hook_pattern"
-  settings = [{s: (torch.from_numpy(sweep.arrays[f"mean_{s}"][i]),
-                   torch.from_numpy(sweep.arrays[f"projector_{s}"][i])) for s in ("q", "k")}
+  settings = [{s: (torch.from_numpy(arrays_of_head[f"mean_{s}"][i]),
+                   torch.from_numpy(arrays_of_head[f"projector_{s}"][i])) for s in ("q", "k")}
               for i in range(sweep.size)]
   sums = np.zeros((len(settings), 7))  # n, n_query, correct_model, correct_proxy, agree, tv, jsd
   inputs_NxL = arrays["inputs"]
@@ -160,7 +161,7 @@ def main() -> None:
     task, model_cfg, params = tasks.load_trained(run_dir)
   except cli.UsageError as e:
     sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
-  spec = proxies.ProxySpec("svd", args.layer, args.head, ("q", "k"), tuple(args.ranks),
+  spec = proxies.ProxySpec("svd", ((args.layer, args.head),), ("q", "k"), tuple(args.ranks),
                            (("centered", False), ("separate", False)))
   sweep = evaluation.fit_proxy(task, model_cfg, params, spec, n_fit=1000)
   arrays = task.eval_arrays(args.split)

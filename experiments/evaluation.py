@@ -43,26 +43,47 @@ def compile_counter() -> CompileCounter:
   return CompileCounter()
 
 
-def fit_proxy(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec,
-              n_fit: int, mesh=None) -> proxies.Proxy:
-  """Fits `spec` on what its kind needs: the head's vectors on the first `n_fit` training
-  strings, the head's weights, or nothing."""
+def fit_proxy(task, model, params, spec: proxies.ProxySpec, n_fit: int,
+              mesh=None) -> proxies.Proxy:
+  """Fits `spec` at each of its heads on what its kind needs: the head's vectors on the
+  first `n_fit` training strings, the head's weights, or nothing. `model`: a
+  `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
+  model = faithfulness.site_model(model)
   kind = proxies.KINDS[spec.kind]
   if kind.fits_on == "weights":
-    fit_inputs = mesh_lib.to_host(transformer.head_weights(params, spec.layer, spec.head))
+    fit_inputs = [mesh_lib.to_host(model.head_weights(params, l, h)) for l, h in spec.heads]
   elif kind.fits_on == "activations":
     fit_inputs = faithfulness.collect_activations(
-        model_cfg, params, task.fit_inputs(n_fit), task.pad_id, spec.layer, spec.head,
-        spec.sites, mesh=mesh)
+        model, params, task.fit_inputs(n_fit), task.pad_id, spec.heads, spec.sites,
+        mesh=mesh)
     if kind.sweep == "k":
-      sizes = [len(v) for v in fit_inputs.values()]  # clustered per site, or jointly
+      sizes = [len(v) for v in fit_inputs[0].values()]  # clustered per site, or jointly
       n_vectors = min(sizes) if dict(spec.options).get("separate") else sum(sizes)
       for k in spec.values:
         cli.check_range("k", k, 1, min(n_vectors, MAX_K),
                         f" ({n_vectors} vectors to cluster from {n_fit} strings)")
   else:
-    fit_inputs = {}
+    fit_inputs = [{} for _ in spec.heads]
   return proxies.fit(spec, fit_inputs)
+
+
+_PROGRAMS: dict[tuple, faithfulness.FaithfulnessProgram] = {}
+
+
+def program_for(model, decision, pad_id: int, groups: tuple[tuple[str, int], ...],
+                mesh=None) -> faithfulness.FaithfulnessProgram:
+  """One faithfulness program per (model, decision, groups, mesh), kept for the process:
+  a second evaluation of the same shapes, of any sweep of the same proxy structure,
+  compiles nothing. (A model that cannot be hashed gets a new program each time.)"""
+  key = (model, decision, pad_id, groups, mesh)
+  try:
+    hash(key)
+  except TypeError:
+    return faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups), mesh)
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups),
+                                                      mesh)
+  return _PROGRAMS[key]
 
 
 @dataclasses.dataclass
@@ -71,23 +92,26 @@ class Evaluation:
   group_rows: list[dict]  # split x setting x group bucket
   compilations: int  # of the faithfulness program, over every split
   settings: int
-  shapes: int  # batch shapes run (length buckets x read-out slot counts): one compilation each
+  shapes: int  # batch shapes run (length buckets x read-out slot counts): one compilation
+  # each the first time a process runs them
 
 
-def evaluate(task, model_cfg: transformer.ModelConfig, params, spec: proxies.ProxySpec, *,
+def evaluate(task, model, params, spec: proxies.ProxySpec, *,
              splits: Sequence[str], scoring: str = "murty", n_fit: int = 1000,
              batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000,
              mesh=None, proxy: proxies.Proxy | None = None) -> Evaluation:
   """Fits `spec` (unless `proxy` is its fit already) and evaluates it on `splits`, batches
-  split over `mesh` (default: every device). Every process gets the same rows."""
+  split over `mesh` (default: every device). Every process gets the same rows. `model`: a
+  `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
+  model = faithfulness.site_model(model)
   with progress(spec, splits) as bar:
     if proxy is None:
-      proxy = fit_proxy(task, model_cfg, params, spec, n_fit, mesh)
+      proxy = fit_proxy(task, model, params, spec, n_fit, mesh)
     bar.update()
     groups = task.groups
-    program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(scoring), task.pad_id,
-                                               {g: len(labels) for g, labels in groups.items()},
-                                               mesh)
+    program = program_for(model, task.decision(scoring), task.pad_id,
+                          tuple((g, len(labels)) for g, labels in groups.items()), mesh)
+    program.shapes.clear()  # count the shapes this evaluation runs
     counter = compile_counter()
     counter.count = 0
     rows, group_rows = [], []

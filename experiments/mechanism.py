@@ -101,11 +101,11 @@ def landing(task: tasks.DyckTask, model_cfg, params, proxy: proxies.Proxy,
   (`labels`: one per setting): the fraction of scored closes whose strongest key is the
   matching open (`on_open`), and whose strongest key is at the query's depth (`at_depth`).
   Strata: shallow = key depth 1..m-1, deep = key depth > m."""
-  strongest = strongest_keys(model_cfg, proxy.layer, proxy.head)
+  (layer, head), = proxy.heads
+  strongest = strongest_keys(model_cfg, layer, head)
   m = task.config.max_depth
   in_stratum = {"shallow": lambda d: (d >= 1) & (d < m), "deep": lambda d: d > m}
-  settings = [(dict(label, proxy=proxy.kind),
-               proxy.replace(arrays=jax.tree_util.tree_map(lambda x, i=i: x[i], proxy.arrays)))
+  settings = [(dict(label, proxy=proxy.kind), proxy.setting(i))
               for i, label in enumerate(labels)]
   rows = []
   for split, stratum in where:
@@ -127,7 +127,7 @@ def landing(task: tasks.DyckTask, model_cfg, params, proxy: proxies.Proxy,
 
 def kmeans_specs(layer: int, head: int, ks: Sequence[int]) -> list[proxies.ProxySpec]:
   """The k-means sweeps measured: queries and keys clustered jointly, then separately."""
-  return [proxies.ProxySpec("kmeans", layer, head, SITES, tuple(ks),
+  return [proxies.ProxySpec("kmeans", ((layer, head),), SITES, tuple(ks),
                             (("separate", separate), ("seed", 0)))
           for separate in (False, True)]
 

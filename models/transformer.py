@@ -3,32 +3,33 @@
 Tensor names carry their shapes: B batch, L positions, M d_model, H heads, D d_head,
 F d_mlp, V vocabulary.
 
-Sites (TransformerLens' names) are the places where an intervention may replace an
-activation or where it can be captured:
+Sites (`models/sites.py`, TransformerLens' names) are the places where an intervention may
+replace an activation or where it can be captured:
   resid_pre  - the residual stream entering a block           [B, L, M]
   q, k, v    - one head's queries, keys, values                [B, L, D]
   pattern    - one head's attention distribution (query, key)  [B, L, L]
 Capture is Linen's `sow` into the 'intermediates' collection: it records only when the
 caller makes that collection mutable, and compiles to nothing otherwise.
 
-An intervention is any object with static `layer`, `head` and `sites` and a method
-`__call__(site, x)`; `proxies.Proxy` is one. Attention is always recomputed from the
-(possibly replaced) queries and keys, so a proxy changes everything downstream of its site
-and nothing upstream.
+An intervention (`sites.Intervention`) names its targets, (layer, head, site) triples, and
+replaces each one's value; `proxies.Proxy` is one. Attention is always recomputed from the
+(possibly replaced) queries and keys, so a proxy changes everything downstream of its sites
+and nothing upstream. `TransformerSites` is this model seen through the engine's interface
+(`sites.SiteModel`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Protocol
+from collections.abc import Collection
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-SITES = ("resid_pre", "q", "k", "v", "pattern")
-HEAD_SITES = ("q", "k", "v", "pattern")
+from models.sites import Intervention, Site, Target, head_slice, intervene
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,28 +62,12 @@ class ModelConfig:
     return cls(**d)
 
 
-class Intervention(Protocol):
-  layer: int
-  head: int
-  sites: tuple[str, ...]
-
-  def __call__(self, site: str, x: jax.Array) -> jax.Array:
-    ...
-
-
-def _intervene(module: nn.Module, site: str, x: jax.Array, intervention: Any,
-               head_axis: int | None) -> jax.Array:
-  """Replaces one head's slice of `x` if the intervention targets this site, then captures
-  the result (so a capture shows what the rest of the model actually sees)."""
-  if (intervention is not None and intervention.layer == module.layer
-      and site in intervention.sites):
-    if head_axis is None:
-      x = intervention(site, x).astype(x.dtype)
-    else:
-      h = intervention.head
-      new = intervention(site, jnp.take(x, h, axis=head_axis)).astype(x.dtype)
-      x = x.at[(slice(None),) * head_axis + (h,)].set(new)
-  module.sow("intermediates", site, x)
+def _intervene(module: nn.Module, site: Site, x: jax.Array,
+               intervention: Intervention | None) -> jax.Array:
+  """Replaces the targeted heads' slices of `x` (all heads), then captures the result, so a
+  capture shows what the rest of the model actually sees."""
+  x = intervene(intervention, module.layer, site, x)
+  module.sow("intermediates", site.value, x)
   return x
 
 
@@ -97,9 +82,9 @@ class Attention(nn.Module):
     project = lambda name: nn.DenseGeneral((c.n_heads, c.d_head), use_bias=False,
                                            dtype=dtype, name=name)
     # Sub-steps, each a named site: queries, keys, values -> scores -> pattern -> mix.
-    q_BxLxHxD = _intervene(self, "q", project("query")(x_BxLxM), intervention, 2)
-    k_BxLxHxD = _intervene(self, "k", project("key")(x_BxLxM), intervention, 2)
-    v_BxLxHxD = _intervene(self, "v", project("value")(x_BxLxM), intervention, 2)
+    q_BxLxHxD = _intervene(self, Site.Q, project("query")(x_BxLxM), intervention)
+    k_BxLxHxD = _intervene(self, Site.K, project("key")(x_BxLxM), intervention)
+    v_BxLxHxD = _intervene(self, Site.V, project("value")(x_BxLxM), intervention)
 
     scores_BxHxLxL = jnp.einsum("bqhd,bkhd->bhqk", q_BxLxHxD, k_BxLxHxD)
     scores_BxHxLxL = scores_BxHxLxL.astype(jnp.float32) / jnp.sqrt(c.d_head)
@@ -107,7 +92,7 @@ class Attention(nn.Module):
     causal_LxL = jnp.tril(jnp.ones((length, length), bool))
     scores_BxHxLxL = jnp.where(causal_LxL, scores_BxHxLxL, -1e30)
     pattern_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1)
-    pattern_BxHxLxL = _intervene(self, "pattern", pattern_BxHxLxL, intervention, 1)
+    pattern_BxHxLxL = _intervene(self, Site.PATTERN, pattern_BxHxLxL, intervention)
 
     z_BxLxHxD = jnp.einsum("bhqk,bkhd->bqhd", pattern_BxHxLxL.astype(dtype), v_BxLxHxD)
     return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dtype,
@@ -124,7 +109,7 @@ class Block(nn.Module):
     those positions and the block returns [T, M]."""
     c = self.cfg
     dtype = jnp.dtype(c.dtype)
-    x_BxLxM = _intervene(self, "resid_pre", x_BxLxM, intervention, None)
+    x_BxLxM = _intervene(self, Site.RESID_PRE, x_BxLxM, intervention)
     x_BxLxM = x_BxLxM + Attention(c, self.layer, name="attention")(
         nn.LayerNorm(dtype=dtype, name="ln_attention")(x_BxLxM), intervention)
     # Position-wise from here on: what is not read out need not be computed.
@@ -135,7 +120,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-  """tokens int[B, L] -> logits float32[B, L, V]; `intervention` replaces one site.
+  """tokens int[B, L] -> logits float32[B, L, V]; `intervention` replaces its targets.
 
   `readout` = (rows_T, cols_T), two int[T] arrays, asks for the logits at those T positions
   only, float32[T, V]: every attention layer still runs at every position (later positions
@@ -173,9 +158,12 @@ def capture(cfg: ModelConfig, params: Any, tokens_BxL: jax.Array, layer: int,
   [B, H, L, L] for pattern, [B, L, M] for resid_pre)."""
   _, state = Transformer(cfg).apply({"params": params}, tokens_BxL,
                                     mutable=["intermediates"])
-  block = state["intermediates"][f"block_{layer}"]
-  scope = block if site == "resid_pre" else block["attention"]
-  return scope[site][0]
+  return _captured(state["intermediates"], layer, Site(site))
+
+
+def _captured(intermediates: dict, layer: int, site: Site) -> jax.Array:
+  block = intermediates[f"block_{layer}"]
+  return (block if site is Site.RESID_PRE else block["attention"])[site.value][0]
 
 
 def head_weights(params: Any, layer: int, head: int) -> dict[str, jax.Array]:
@@ -185,3 +173,34 @@ def head_weights(params: Any, layer: int, head: int) -> dict[str, jax.Array]:
           "key": attention["key"]["kernel"][:, head],
           "value": attention["value"]["kernel"][:, head],
           "out": attention["out"]["kernel"][head]}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerSites:
+  """The built-in Transformer through the engine's interface (`sites.SiteModel`): every
+  site, captured by `sow`, read-out slots computed at those positions only."""
+
+  cfg: ModelConfig
+  sites = frozenset(Site)
+
+  @property
+  def n_layers(self) -> int:
+    return self.cfg.n_layers
+
+  @property
+  def n_heads(self) -> int:
+    return self.cfg.n_heads
+
+  def width(self, site: Site) -> int:
+    return self.cfg.d_model if Site(site) is Site.RESID_PRE else self.cfg.d_head
+
+  def run(self, params, tokens_BxL, intervention: Intervention | None = None,
+          capture: Collection[Target] = (), readout=None):
+    logits, state = Transformer(self.cfg).apply({"params": params}, tokens_BxL,
+                                                intervention=intervention, readout=readout,
+                                                mutable=["intermediates"])
+    inter = state["intermediates"]
+    return logits, {t: head_slice(t[2], _captured(inter, t[0], t[2]), t[1]) for t in capture}
+
+  def head_weights(self, params, layer: int, head: int) -> dict[str, jax.Array]:
+    return head_weights(params, layer, head)

@@ -24,13 +24,15 @@ batches, so memory does not grow with the split.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import mesh as mesh_lib, transformer
+from models import mesh as mesh_lib, sites as sites_lib, transformer
+from models.sites import Site, Target
 from proxies import base, metrics
 
 # Sums returned by the program; [B] (or per group [G]) for the model, [P, B] ([P, G]) for
@@ -48,43 +50,50 @@ def _sum_by(v_xN: jax.Array, ids_N: jax.Array, n: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class _FromLayer:
-  """`proxy`, run from a residual stream already computed: at the proxy's layer the
-  stream entering the block is replaced by `resid_BxLxM`, so the blocks before it compute
-  nothing that is used and XLA removes them. Work upstream of the simplified site is then
+  """`proxy`, run from a residual stream already computed: the stream entering block
+  `layer` (the proxy's first) is replaced by `resid_BxLxM`, so the blocks before it compute
+  nothing that is used and XLA removes them. Work upstream of the simplified sites is then
   done once per batch (by the model's own run), not once per setting."""
 
   resid_BxLxM: jax.Array
   proxy: base.Proxy
 
   @property
-  def layer(self) -> int:
-    return self.proxy.layer
+  def start(self) -> Target:
+    return (self.proxy.first_layer, None, Site.RESID_PRE)
 
   @property
-  def head(self) -> int:
-    return self.proxy.head
+  def targets(self) -> frozenset[Target]:
+    return self.proxy.targets | {self.start}
 
-  @property
-  def sites(self) -> tuple[str, ...]:
-    return ("resid_pre", *self.proxy.sites)
-
-  def __call__(self, site: str, x: jax.Array) -> jax.Array:
-    if site == "resid_pre":
+  def __call__(self, where: Target, x: jax.Array) -> jax.Array:
+    if where == self.start:
       x = self.resid_BxLxM
-      return self.proxy(site, x) if site in self.proxy.sites else x
-    return self.proxy(site, x)
+    return self.proxy(where, x) if where in self.proxy.targets else x
+
+
+def site_model(model) -> sites_lib.SiteModel:
+  """A `SiteModel`: the model itself, or the built-in Transformer of a `ModelConfig`."""
+  return transformer.TransformerSites(model) if isinstance(model, transformer.ModelConfig) \
+      else model
 
 
 class FaithfulnessProgram:
   """Model vs. every setting of one proxy sweep; `__call__` on one batch of arrays:
   `inputs`, targets-aligned `gold`, `scored` (bool), and one int array per group - all
   [B, L]. A group (e.g. depth) buckets positions; `groups` maps its name to its number of
-  buckets, and positions whose bucket is outside 0..n-1 belong to none."""
+  buckets, and positions whose bucket is outside 0..n-1 belong to none.
 
-  def __init__(self, cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
+  `model`: a `sites.SiteModel` (or the `ModelConfig` of the built-in Transformer). The
+  attention JSD needs its `pattern` site, the upstream-once staging its `resid_pre`; a
+  model without them is still measured, without the JSD / with every setting run whole.
+  One program serves every sweep of every kind (each proxy structure traces once)."""
+
+  def __init__(self, model, decision: metrics.Decision, pad_id: int,
                groups: Mapping[str, int] | None = None, mesh=None,
                settings_per_step: int | None = None):
-    model = transformer.Transformer(cfg)
+    model = site_model(model)
+    self.model = model
     self.groups = dict(groups or {})
     self.mesh = mesh or mesh_lib.data_mesh()
     # How many settings of a sweep run side by side (vmapped); the rest follow in a loop
@@ -95,26 +104,33 @@ class FaithfulnessProgram:
       settings_per_step = 1 if jax.default_backend() == "cpu" else 1 << 16
     self.settings_per_step = settings_per_step
     self.shapes: set[tuple[int, int, int]] = set()  # (rows, width, slots) run so far
+    has_pattern = Site.PATTERN in model.sites
+    can_stage = Site.RESID_PRE in model.sites
 
-    def run(params, inputs_BxL, intervention, readout, layer, head):
-      """(logits [T, V] at the read-out slots, the head's pattern [B, L, L], the residual
-      stream entering `layer` [B, L, M])."""
-      logits_TxV, state = model.apply({"params": params}, inputs_BxL,
-                                      intervention=intervention, readout=readout,
-                                      mutable=["intermediates"])
-      block = state["intermediates"][f"block_{layer}"]
-      return logits_TxV, block["attention"]["pattern"][0][:, head], block["resid_pre"][0]
+    def run(params, inputs_BxL, intervention, readout, proxy: base.Proxy, stage: bool):
+      """(logits [T, V] at the read-out slots, the simplified heads' patterns [B, H', L, L]
+      or None without a pattern site, and with `stage` the residual stream entering the
+      proxy's first layer [B, L, M], or None where the model has no such site)."""
+      capture = [(l, h, Site.PATTERN) for l, h in proxy.heads] if has_pattern else []
+      start = (proxy.first_layer, None, Site.RESID_PRE)
+      stage = stage and can_stage
+      logits_TxV, got = model.run(params, inputs_BxL, intervention,
+                                  capture + [start] * stage, readout)
+      pattern_BxHxLxL = jnp.stack([got[t] for t in capture], 1) if capture else None
+      return logits_TxV, pattern_BxHxLxL, got.get(start)
 
     def run_sweep(params, inputs_BxL, proxy: base.Proxy, readout, resid_BxLxM,
-                  pattern_BxLxL):
-      """Every setting, each started from the residual stream entering its layer (computed
-      once by the model's run), `settings_per_step` at a time: (logits [P, T, V], JSD of
-      its pattern from the model's [P, B, L]). The JSD is taken inside the loop, so no
-      [P, B, L, L] stack of patterns is ever written."""
+                  pattern_BxHxLxL):
+      """Every setting, each started from the residual stream entering its first layer
+      (computed once by the model's run), `settings_per_step` at a time: (logits [P, T, V],
+      JSD of its patterns from the model's, averaged over the simplified heads [P, B, L]).
+      The JSD is taken inside the loop, so no [P, B, H', L, L] stack is ever written."""
       def one(p):
-        logits_TxV, pattern_p, _ = run(params, inputs_BxL, _FromLayer(resid_BxLxM, p),
-                                       readout, p.layer, p.head)
-        return logits_TxV, metrics.js_divergence(pattern_BxLxL, pattern_p)
+        staged = p if resid_BxLxM is None else _FromLayer(resid_BxLxM, p)
+        logits_TxV, pattern_p, _ = run(params, inputs_BxL, staged, readout, p, stage=False)
+        if pattern_p is None:
+          return logits_TxV, jnp.zeros(inputs_BxL.shape)
+        return logits_TxV, metrics.js_divergence(pattern_BxHxLxL, pattern_p).mean(1)
       if not jax.tree_util.tree_leaves(proxy):  # a kind without parameters: one setting
         return jax.tree_util.tree_map(lambda a: a[None], one(proxy))
       return jax.lax.map(one, proxy, batch_size=min(self.settings_per_step, proxy.size))
@@ -123,10 +139,10 @@ class FaithfulnessProgram:
       """`slots`: rows, cols, gold, scored and each group's bucket, all [T]: the positions
       read out (unscored slots are padding)."""
       readout = (slots["rows"], slots["cols"])
-      logits_TxV, pattern_BxLxL, resid_BxLxM = run(params, inputs_BxL, None, readout,
-                                                   proxy.layer, proxy.head)
+      logits_TxV, pattern_BxHxLxL, resid_BxLxM = run(params, inputs_BxL, None, readout, proxy,
+                                                     stage=True)
       logits_PxTxV, jsd_PxBxL = run_sweep(params, inputs_BxL, proxy, readout, resid_BxLxM,
-                                          pattern_BxLxL)
+                                          pattern_BxHxLxL)
 
       gold_T, scored_T = slots["gold"], slots["scored"].astype(jnp.float32)
       probs_TxV = jax.nn.softmax(logits_TxV)
@@ -145,7 +161,8 @@ class FaithfulnessProgram:
           "tv": metrics.total_variation(probs_TxV, probs_PxTxV) * scored_T,
           "kl": metrics.kl_divergence(probs_TxV, probs_PxTxV) * scored_T,
       }
-      query_BxL = (inputs_BxL != pad_id).astype(jnp.float32)
+      # Without a pattern site no query counts, so the JSD comes out missing, not 0.
+      query_BxL = (inputs_BxL != pad_id).astype(jnp.float32) * has_pattern
       per_position = {  # [..., B, L]
           "n_query": query_BxL,
           "attention_jsd": jsd_PxBxL * query_BxL,
@@ -291,7 +308,8 @@ class SplitResult:
     tail = 100 * (1 - level) / 2
     out = [{} for _ in range(self.size)]
     for name in BOOTSTRAP_METRICS:
-      with np.errstate(invalid="ignore"):
+      with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric never measured: all NaN
         lo_P, hi_P = np.nanpercentile(m[name], [tail, 100 - tail], axis=-1)
       for p in range(self.size):
         out[p][f"{name}_lo"] = None if np.isnan(lo_P[p]) else float(lo_P[p])
@@ -370,23 +388,26 @@ def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
   return SplitResult(sequence, groups)
 
 
-def collect_activations(cfg: transformer.ModelConfig, params, inputs_NxL: np.ndarray,
-                        pad_id: int, layer: int, head: int, sites: tuple[str, ...],
-                        batch_size: int = 256, mesh=None) -> dict[str, np.ndarray]:
-  """The vectors a proxy is fitted on: `sites` of one head at every non-PAD position."""
+def collect_activations(model, params, inputs_NxL: np.ndarray, pad_id: int,
+                        heads: Sequence[base.Head], sites: Sequence[str],
+                        batch_size: int = 256, mesh=None) -> list[dict[str, np.ndarray]]:
+  """The vectors a proxy is fitted on, per head of `heads`: {site: [N, D]} at every non-PAD
+  position. `model`: a `sites.SiteModel` or a `ModelConfig`."""
+  model = site_model(model)
   mesh = mesh or mesh_lib.data_mesh()
   batch_size = mesh_lib.round_up(batch_size, mesh)
   split = mesh_lib.batch_sharding(mesh)
-  capture = jax.jit(lambda p, x: {s: transformer.capture(cfg, p, x, layer, s) for s in sites},
+  targets = [[sites_lib.target(l, h, s) for s in sites] for l, h in heads]
+  wanted = list(dict.fromkeys(t for per_head in targets for t in per_head))
+  # A list, not a dict keyed by target: pytree dict keys must sort, and None (the stream's
+  # head) does not sort against a head number.
+  capture = jax.jit(lambda p, x: [model.run(p, x, capture=wanted)[1][t] for t in wanted],
                     in_shardings=(mesh_lib.replicated(mesh), split))
   params = mesh_lib.replicate(mesh, params)
-  vectors: dict[str, list[np.ndarray]] = {s: [] for s in sites}
+  vectors: dict[Target, list[np.ndarray]] = {t: [] for t in wanted}
   for batch, rows in fixed_batches({"inputs": inputs_NxL}, batch_size, {"inputs": pad_id}):
-    real = len(rows)
     acts = mesh_lib.to_host(capture(params, mesh_lib.shard_batch(mesh, batch)["inputs"]))
-    keep = batch["inputs"][:real] != pad_id
-    for s in sites:
-      a = acts[s][:real]
-      a = a if s == "resid_pre" else a[:, :, head]  # [B, L, H, D] -> one head
-      vectors[s].append(a[keep])
-  return {s: np.concatenate(v) for s, v in vectors.items()}
+    keep = batch["inputs"][:len(rows)] != pad_id
+    for t, a in zip(wanted, acts):
+      vectors[t].append(a[:len(rows)][keep])
+  return [{str(t[2]): np.concatenate(vectors[t]) for t in per_head} for per_head in targets]

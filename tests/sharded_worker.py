@@ -38,7 +38,7 @@ def main(out: str, n_devices: int) -> None:
   restored = mesh.to_host(training.restore_params(run_dir, model_cfg, cfg, mesh=m))
   same = all(np.array_equal(a, b) for a, b in
              zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(restored)))
-  spec = proxies.ProxySpec("svd", 1, 0, ("q", "k"), (1, 2, 8),
+  spec = proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), (1, 2, 8),
                            (("centered", False), ("separate", False)))
   result = evaluation.evaluate(task, model_cfg, restored, spec, splits=("iid", "unseen_depth"),
                                n_fit=50, batch_size=16, n_bootstrap=10, mesh=m)

@@ -20,20 +20,7 @@ from experiments import cli, rundir, tasks
 from tests import tiny
 from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
 
-TINY_MODEL = [*MODEL_FLAGS, "--steps=30", "--log_every=10", "--eval_every=10",
-              "--checkpoint_every=10", "--batch_size=16"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A tiny run in its own working directory: (cwd, run_dir)."""
-  cwd = tmp_path_factory.mktemp("work")
-  result = run(os.path.join(ROOT, "train.py"), "--task=dyck", *TINY_DATA, *TINY_MODEL,
-               cwd=cwd)
-  assert result.returncode == 0, result.stderr
-  run_dir = cwd / "runs" / "dyck-k4-m4-s0"
-  assert (run_dir / "config.json").exists()
-  return cwd, run_dir
+from tests.conftest import TINY_TRAIN as TINY_MODEL
 
 
 def test_train_writes_config_metrics_and_checkpoints(trained):
@@ -111,6 +98,27 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
   assert "agreement_deep" in result.stdout
   written = os.listdir(run_dir / "eval")
   assert "svd_layer1_head0_q+k_1-2-8.json" in written and "svd_layer1_head0_q+k_1-2-8.csv" in written
+
+
+def test_evaluate_simplifies_both_layers_heads_in_one_program(trained, tmp_path):
+  """--layer=0,1 (or all): one sweep whose every setting simplifies both heads, each fitted
+  on its own, in one compiled program; full rank at both is still the model."""
+  cwd, run_dir = trained
+  out = tmp_path / "both.json"
+  result = run(os.path.join(ROOT, "evaluate.py"), "--proxy=svd", "--rank=2,8", "--layer=all",
+               "--head=all", "--n_fit=50", f"--out={out}", cwd=cwd)
+  assert result.returncode == 0, result.stderr
+  assert "on layer 0 head 0, layer 1 head 0" in result.stdout
+  assert_one_compilation_per_shape(result.stdout, settings=2)
+  rows = json.loads(out.read_text())
+  assert {(r["layer"], r["head"]) for r in rows} == {("0+1", "0+0")}
+  assert all(r["agreement"] == 1.0 for r in rows if r["rank"] == 8)
+  one = run(os.path.join(ROOT, "evaluate.py"), "--proxy=svd", "--rank=2", "--layer=1",
+            "--n_fit=50", f"--out={tmp_path / 'one.json'}", cwd=cwd)
+  single = {r["split"]: r for r in json.loads((tmp_path / "one.json").read_text())}
+  assert one.returncode == 0 and any(  # simplifying layer 0 as well changes something
+      r["agreement"] != single[r["split"]]["agreement"] for r in rows if r["rank"] == 2)
+  assert "svd_layer0+1_head0+0_q+k_2-8.json" in os.listdir(run_dir / "eval")
 
 
 def test_training_log_reports_iid_and_deep_accuracy_as_evaluation_does(trained, tmp_path):
@@ -326,6 +334,8 @@ def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
     ("evaluate.py", ["--rank=1000"], "choose 1..8"),
     ("evaluate.py", ["--rank=two"], "expected integers"),
     ("evaluate.py", ["--layer=5"], "layer=5 is out of range for this model; choose 0..1"),
+    ("evaluate.py", ["--layer=0,x"], "--layer: expected integers separated by commas"),
+    ("evaluate.py", ["--head=1"], "head=1 is out of range for this model; choose 0..0"),
     ("evaluate.py", ["--run=/nonexistent"], "is not a run directory"),
     ("evaluate.py", ["--splits=iid,nope"], "unknown split 'nope'"),
     # Flags of another kind (which ones apply is read off proxies.KINDS).

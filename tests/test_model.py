@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import transformer
+from models import sites, transformer
 
 CFG = transformer.ModelConfig(vocab_size=11, seq_len=12, n_layers=2, n_heads=2, d_model=16,
                               d_head=8, d_mlp=32)
@@ -80,9 +80,9 @@ class Scale:
   """A hand-made intervention: multiplies one head's site by a constant."""
 
   def __init__(self, layer, head, site, factor):
-    self.layer, self.head, self.sites, self.factor = layer, head, (site,), factor
+    self.targets, self.factor = frozenset({sites.target(layer, head, site)}), factor
 
-  def __call__(self, site, x):
+  def __call__(self, target, x):
     return x * self.factor
 
 

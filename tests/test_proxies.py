@@ -26,8 +26,9 @@ def inputs():
 
 
 def fitted(params, inputs, ranks, layer=1, head=1, **options):
-  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, layer, head, ("q", "k"))
-  spec = proxies.ProxySpec("svd", layer, head, ("q", "k"), tuple(ranks), tuple(options.items()))
+  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, [(layer, head)], ("q", "k"))
+  spec = proxies.ProxySpec("svd", ((layer, head),), ("q", "k"), tuple(ranks),
+                           tuple(options.items()))
   return proxies.fit(spec, acts)
 
 
@@ -37,7 +38,7 @@ def arrays_for(inputs):
 
 
 def test_collected_activations_skip_padding(params, inputs):
-  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, 1, 1, ("q", "k"))
+  acts, = faithfulness.collect_activations(CFG, params, inputs, PAD, [(1, 1)], ("q", "k"))
   assert acts["q"].shape == ((inputs != PAD).sum(), CFG.d_head)
 
 
@@ -46,11 +47,11 @@ def test_projection_is_idempotent_and_of_rank_r(params, inputs, centered, separa
   proxy = fitted(params, inputs, (1, 3, 8), centered=centered, separate=separate)
   for i, r in enumerate((1, 3, 8)):
     for site in ("q", "k"):
-      p = proxy.arrays[f"projector_{site}"][i]
+      p = proxy.arrays[0][f"projector_{site}"][i]
       np.testing.assert_allclose(p @ p, p, atol=1e-5)
       assert np.linalg.matrix_rank(p, tol=1e-4) == r
   x = np.random.default_rng(1).normal(size=(5, CFG.d_head)).astype(np.float32)
-  one = jax.tree_util.tree_map(lambda a: a[1], proxy.arrays)
+  one = jax.tree_util.tree_map(lambda a: a[1], proxy.arrays[0])
   once = svd.apply(one, "q", x)
   np.testing.assert_allclose(svd.apply(one, "q", once), once, atol=1e-5)
 
@@ -58,8 +59,8 @@ def test_projection_is_idempotent_and_of_rank_r(params, inputs, centered, separa
 def test_joint_basis_is_shared_and_separate_is_not(params, inputs):
   joint = fitted(params, inputs, (2,))
   separate = fitted(params, inputs, (2,), separate=True)
-  np.testing.assert_allclose(joint.arrays["projector_q"], joint.arrays["projector_k"])
-  assert not np.allclose(separate.arrays["projector_q"], separate.arrays["projector_k"])
+  np.testing.assert_allclose(joint.arrays[0]["projector_q"], joint.arrays[0]["projector_k"])
+  assert not np.allclose(separate.arrays[0]["projector_q"], separate.arrays[0]["projector_k"])
 
 
 def test_top_directions_recover_a_planted_subspace():
@@ -124,7 +125,7 @@ def test_work_upstream_of_the_site_is_done_once(params, inputs):
 
 
 def test_proxy_spec_labels_and_round_trip():
-  spec = proxies.ProxySpec("svd", 1, 0, ("q", "k"), (1, 4), (("centered", True),))
+  spec = proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), (1, 4), (("centered", True),))
   assert [row["rank"] for row in spec.labels()] == [1, 4]
   assert spec.to_dict()["options"] == {"centered": True}
 
@@ -142,8 +143,8 @@ def test_length_buckets_and_read_out_slots_give_the_same_sums_as_full_padding():
   arrays = {"inputs": inputs, "gold": np.where(inputs % 2 == 0, 3, 4).astype(np.int32),
             "scored": (inputs != PAD) & (rng.random(inputs.shape) < 0.2),
             "bucket": rng.integers(-1, 3, inputs.shape).astype(np.int32)}
-  acts = faithfulness.collect_activations(cfg, params, inputs, PAD, 1, 0, ("q", "k"))
-  sweep = proxies.fit(proxies.ProxySpec("svd", 1, 0, ("q", "k"), (1, 4)), acts)
+  acts = faithfulness.collect_activations(cfg, params, inputs, PAD, [(1, 0)], ("q", "k"))
+  sweep = proxies.fit(proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), (1, 4)), acts)
   program = faithfulness.FaithfulnessProgram(cfg, metrics.Decision(0, 10), PAD, {"bucket": 3})
   bucketed = faithfulness.evaluate(program, params, sweep, arrays, 8, PAD)
   assert {w for _, w, _ in program.shapes} == {16, 32, 64}  # cut to the ladder
@@ -161,7 +162,7 @@ def test_length_buckets_and_read_out_slots_give_the_same_sums_as_full_padding():
   expected["nll_model"] = -(np.take_along_axis(log_probs, arrays["gold"][..., None], -1)[..., 0]
                             * scored).sum(1)
   for p in range(2):
-    one = jax.tree_util.tree_map(lambda a: a[p], sweep)
+    one = sweep.setting(p)
     logits_p, state_p = model.apply({"params": params}, inputs, intervention=one,
                                     mutable=["intermediates"])
     pattern_p = state_p["intermediates"]["block_1"]["attention"]["pattern"][0][:, 0]

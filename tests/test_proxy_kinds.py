@@ -68,7 +68,7 @@ def test_onehot_puts_all_mass_on_the_latest_causal_argmax():
 
 
 def test_onehot_proxy_runs_as_one_setting_and_makes_attention_hard(params, inputs):
-  proxy = proxies.fit(proxies.ProxySpec("onehot", 1, 1, ("pattern",)), {})
+  proxy = proxies.fit(proxies.ProxySpec("onehot", ((1, 1),), ("pattern",)), [{}])
   assert proxy.size == 1
   program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
   row = faithfulness.evaluate(program, params, proxy, arrays_for(inputs), 8, PAD).summary()[0]
@@ -95,9 +95,9 @@ def test_weight_svd_realizes_the_truncated_bilinear_form(params):
 
 
 def test_weight_svd_at_full_rank_equals_the_model(params, inputs):
-  spec = proxies.ProxySpec("weight_svd", 1, 1, ("q",), (1, CFG.d_head))
-  proxy = proxies.fit(spec, jax.tree_util.tree_map(np.asarray,
-                                                   transformer.head_weights(params, 1, 1)))
+  spec = proxies.ProxySpec("weight_svd", ((1, 1),), ("q",), (1, CFG.d_head))
+  proxy = proxies.fit(spec, [jax.tree_util.tree_map(np.asarray,
+                                                    transformer.head_weights(params, 1, 1))])
   program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD)
   rows = faithfulness.evaluate(program, params, proxy, arrays_for(inputs), 8, PAD).summary()
   assert rows[1]["agreement"] == 1.0 and rows[1]["attention_jsd"] < 1e-6
@@ -105,8 +105,8 @@ def test_weight_svd_at_full_rank_equals_the_model(params, inputs):
 
 
 def test_group_sums_add_up_to_the_split_totals(params, inputs):
-  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, 1, 1, ("q", "k"))
-  proxy = proxies.fit(proxies.ProxySpec("kmeans", 1, 1, ("q", "k"), (2, 4)), acts)
+  acts = faithfulness.collect_activations(CFG, params, inputs, PAD, [(1, 1)], ("q", "k"))
+  proxy = proxies.fit(proxies.ProxySpec("kmeans", ((1, 1),), ("q", "k"), (2, 4)), acts)
   program = faithfulness.FaithfulnessProgram(CFG, metrics.Decision(0, 10), PAD, {"bucket": 3})
   arrays = arrays_for(inputs)
   arrays["bucket"] = (inputs % 4).astype(np.int32)  # bucket 3 lies outside 0..2: in no group
