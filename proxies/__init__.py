@@ -2,6 +2,7 @@
 
 # Importing a kind's module registers it in KINDS.
 from proxies import svd, kmeans, onehot, weight_svd  # noqa: F401  (isort: skip)
-from proxies.base import KINDS, Proxy, ProxyKind, ProxySpec, fit, register
+from proxies.base import KINDS, Proxy, ProxyError, ProxyKind, ProxySpec, fit, register
+from proxies.storage import load, save
 
-__all__ = ["KINDS", "Proxy", "ProxyKind", "ProxySpec", "fit", "register"]
+__all__ = ["KINDS", "Proxy", "ProxyError", "ProxyKind", "ProxySpec", "fit", "load", "register", "save"]
