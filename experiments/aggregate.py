@@ -13,9 +13,25 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import scipy.stats
 
+import proxies
+
 Setting = tuple[str, int, int | None]
-# The proxy families of the reproduction, in table order (`family`).
-FAMILIES = ("svd", "kmeans", "kmeans separate", "onehot", "weight_svd")
+
+
+def families() -> tuple[str, ...]:
+  """The proxy families, in table order: every registered kind (`proxies.KINDS`, the one
+  list of kinds), and '<kind> separate' beside each kind that can fit its sites one at a
+  time (`family`)."""
+  out = []
+  for kind in proxies.KINDS.values():
+    out += [kind.name] + ([f"{kind.name} separate"] if "separate" in kind.options else [])
+  return tuple(out)
+
+
+def sweep_name(family_: str) -> str | None:
+  """What a family's sweep values are called in a label: 'rank', 'K', or None."""
+  sweep = proxies.KINDS[family_.split()[0]].sweep
+  return {"k": "K"}.get(sweep, sweep)
 
 
 def family(row: dict) -> str:
@@ -26,13 +42,13 @@ def family(row: dict) -> str:
 
 
 def setting(row: dict) -> Setting:
-  return family(row), row["layer"], row.get("rank", row.get("k"))
+  sweep = proxies.KINDS[row["proxy"]].sweep
+  return family(row), row["layer"], row.get(sweep) if sweep else None
 
 
 def setting_label(s: Setting) -> str:
   proxy, _, value = s
-  sweep = {"svd": "rank", "weight_svd": "rank", "kmeans": "K"}.get(proxy.split()[0])
-  return proxy if value is None else f"{proxy} {sweep} {value}"
+  return proxy if value is None else f"{proxy} {sweep_name(proxy)} {value}"
 
 
 def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:

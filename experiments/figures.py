@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments import aggregate  # noqa: E402
 
+# Axis labels where a family's sweep name alone says too little (any other: its name).
 SWEEP_AXIS = {"svd": "rank (components)", "kmeans": "K (clusters)",
               "kmeans separate": "K (clusters per site)", "weight_svd": "rank of W_QK"}
 
@@ -63,8 +64,8 @@ def _by_depth(pooled: list[dict], s: aggregate.Setting, metric: str) -> tuple[li
 
 
 def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str | None:
-  families = [p for p in SWEEP_AXIS
-              if any(aggregate.family(r) == p and r["layer"] == layer for r in rows)]
+  families = [p for p in aggregate.families() if aggregate.sweep_name(p)
+              and any(aggregate.family(r) == p and r["layer"] == layer for r in rows)]
   if not families:
     return None
   fig, axes = plt.subplots(len(families), 2, figsize=(10, 3.2 * len(families)), squeeze=False)
@@ -76,7 +77,8 @@ def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str
         values = sorted(v for s, v in stats if s == split)
         _band(ax, values, [stats[(split, v)] for v in values], split)
       ax.set_xscale("log", base=2)
-      label_axes(ax, SWEEP_AXIS[proxy], metric.replace("_", " "), f"{proxy}, layer {layer}")
+      label_axes(ax, SWEEP_AXIS.get(proxy, aggregate.sweep_name(proxy)),
+                 metric.replace("_", " "), f"{proxy}, layer {layer}")
   axes[0][0].legend(fontsize=8)
   return save_figure(fig, path)
 
@@ -120,7 +122,7 @@ def all_figures(rows: list[dict], group_rows: list[dict], layers: Sequence[int],
   for layer in layers:
     path = sweep(rows, layer, splits, os.path.join(out_dir, f"sweep_layer{layer}.png"))
     written += [path] if path else []
-    chosen = [s for p in aggregate.FAMILIES
+    chosen = [s for p in aggregate.families()
               if (s := aggregate.representative(rows, p, layer)) is not None]
     if chosen:
       written.append(accuracy_by_depth(pooled, chosen, train_depth,

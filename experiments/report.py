@@ -21,7 +21,7 @@ def _fmt(interval: tuple[float, float, float], digits: int = 3) -> str:
 def _representatives(rows: list[dict], layers: Sequence[int]) -> list[aggregate.Setting]:
   """Each family's representative setting on each layer, in table order."""
   chosen = [aggregate.representative(rows, family, layer)
-            for layer in layers for family in aggregate.FAMILIES]
+            for layer in layers for family in aggregate.families()]
   return [s for s in chosen if s is not None]
 
 
@@ -75,7 +75,7 @@ def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequen
          "last column.", ""]
   for layer in layers:
     settings = sorted({aggregate.setting(r) for r in rows if r["layer"] == layer},
-                      key=lambda s: (aggregate.FAMILIES.index(s[0]), s[2] or 0))
+                      key=lambda s: (aggregate.families().index(s[0]), s[2] or 0))
     body = []
     for s in settings:
       cells = [aggregate.setting_label(s), _fmt(agreement[(s, "iid")])]

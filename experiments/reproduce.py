@@ -5,8 +5,8 @@
   python -m experiments.reproduce --setting=full    # 5 seeds, paper-sized sweeps: GPU or TPU
   python -m experiments.reproduce --setting=full --depths=8,10,12   # seeds x depths x proxies
 
-Trains every seed, fits every proxy family (svd, kmeans, onehot, weight_svd) on the head of
-each layer, evaluates every split, and writes under <out> (default runs/reproduce-<setting>):
+Trains every seed, fits every registered proxy kind (svd, kmeans, onehot, weight_svd, and any
+kind registered beside them) on the head of each layer, evaluates every split, and writes under <out> (default runs/reproduce-<setting>):
   <out>/<run per seed>/          the runs, with their own eval/ tables
   <out>/rows.csv, by_group.csv   every evaluation row of every seed
   <out>/figures/*.png            see experiments/figures.py
@@ -92,19 +92,23 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def specs(plan: Plan, n_layers: int) -> list[proxies.ProxySpec]:
-  """Every proxy family on head 0 of every layer; on the last, k-means fitted jointly and
-  separately (`mechanism.kmeans_specs`)."""
+  """Every registered proxy kind (`proxies.KINDS`) on head 0 of every layer, at its default
+  sites and options, swept over the plan's values for its sweep ('rank': `ranks`, 'k':
+  `ks`; a kind whose sweep the plan has no values for is left out). On the last layer,
+  k-means is fitted both jointly and separately, over `last_layer_ks`
+  (`mechanism.kmeans_specs`: its fits serve the mechanism measurement too)."""
   out = []
   for layer in range(n_layers):
     last = layer == n_layers - 1
-    kmeans = (mechanism.kmeans_specs(layer, 0, plan.last_layer_ks or plan.ks) if last else
-              [proxies.ProxySpec("kmeans", layer, 0, ("q", "k"), plan.ks,
-                                 (("separate", False), ("seed", 0)))])
-    out += [proxies.ProxySpec("svd", layer, 0, ("q", "k"), plan.ranks,
-                              (("centered", False), ("separate", False))),
-            *kmeans,
-            proxies.ProxySpec("onehot", layer, 0, ("pattern",)),
-            proxies.ProxySpec("weight_svd", layer, 0, ("q",), plan.ranks)]
+    for kind in proxies.KINDS.values():
+      if kind.name == "kmeans" and last:
+        out += mechanism.kmeans_specs(layer, 0, plan.last_layer_ks or plan.ks)
+        continue
+      values = {"rank": plan.ranks, "k": plan.ks}.get(kind.sweep, ()) if kind.sweep else ()
+      if kind.sweep and not values:
+        continue
+      out.append(proxies.ProxySpec(kind.name, ((layer, 0),), kind.sites, values,
+                                   tuple(kind.options.items())))
   return out
 
 

@@ -1,0 +1,62 @@
+"""The registry is the only list of proxy kinds: a kind registered here, in one place, goes
+through evaluate.py (flags, validation, labels, files) and the reproduction's plans and
+report without any other list to edit."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import evaluate
+import proxies
+from experiments import aggregate, cli, reproduce, report
+from proxies import base
+
+
+def _fit(fit_inputs, ranks, options):
+  """Keeps the first r coordinates of each vector (a deliberately crude proxy)."""
+  width = next(iter(fit_inputs.values())).shape[1]
+  return {"keep": np.stack([np.arange(width) < r for r in ranks]).astype(np.float32)}
+
+
+def _apply(arrays, site, x):
+  return x * jnp.asarray(arrays["keep"], x.dtype)
+
+
+@pytest.fixture
+def dummy(monkeypatch):
+  """A fifth kind, registered for one test and gone after it."""
+  monkeypatch.setattr(base, "KINDS", dict(base.KINDS))
+  monkeypatch.setattr(proxies, "KINDS", base.KINDS)
+  kind = base.register(base.ProxyKind(name="firstcoords", sweep="rank", sites=("q", "k"),
+                                      allowed_sites=("q", "k"), fit=_fit, apply=_apply))
+  assert proxies.KINDS["firstcoords"] is kind
+  return kind
+
+
+def test_a_registered_kind_goes_through_evaluate_py_and_the_report(dummy, trained, capsys,
+                                                                   tmp_path):
+  _, run_dir = trained
+  evaluate.main([f"--run={run_dir}", "--proxy=firstcoords", "--rank=2,8", "--splits=iid,unseen_depth"])
+  out = capsys.readouterr().out
+  table = [line.split() for line in out.splitlines() if line.startswith(("iid ", "unseen_depth "))]
+  assert [(row[1], row[2]) for row in table] == [("firstcoords", "2"), ("firstcoords", "8")] * 2
+  rows = json.loads((run_dir / "eval" / "firstcoords_layer1_head0_q+k_2-8.json").read_text())
+  assert [r["rank"] for r in rows] == [2, 8, 2, 8]
+  assert rows[1]["agreement"] == 1.0  # every coordinate of d_head 8 kept: the model
+  # The kind's flag is validated like any other's.
+  with pytest.raises(cli.UsageError, match="--k does not apply to firstcoords"):
+    evaluate.main([f"--run={run_dir}", "--proxy=firstcoords", "--k=2"])
+  # The reproduction plans it and the report tables it, with no list edited.
+  plan = reproduce.PLANS["smoke"]
+  assert any(s.kind == "firstcoords" and s.values == plan.ranks
+             for s in reproduce.specs(plan, 2))
+  assert "firstcoords" in aggregate.families()
+  group_rows = json.loads(
+      (run_dir / "eval" / "firstcoords_layer1_head0_q+k_2-8_by_group.json").read_text())
+  seeded = lambda rs: [dict(r, model_seed=0) for r in rs]
+  path = tmp_path / "report.md"
+  report.write(str(path), title="t", setup=[], rows=seeded(rows), group_rows=seeded(group_rows),
+               splits=["iid", "unseen_depth"], layers=[1], train_depth=4, figures=[])
+  assert "firstcoords rank 2" in path.read_text()
