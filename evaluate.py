@@ -94,8 +94,10 @@ def kind_flags() -> dict[str, Callable[[proxies.ProxyKind], bool]]:
   return flags
 
 
-def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
-  """Validates everything that depends on the run; returns the ProxySpec."""
+def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig,
+          task) -> evaluation.EvalConfig:
+  """Validates everything that depends on the run; returns what to evaluate (the parsed
+  flags are left as they were given)."""
   kind = proxies.KINDS[args.proxy]
   model = transformer.TransformerSites(model_cfg)
   for flag, applies in kind_flags().items():
@@ -104,8 +106,9 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
       users = [k.name for k in proxies.KINDS.values() if applies(k)]
       raise cli.UsageError(f"--{flag} does not apply to {args.proxy}; it applies to: "
                            f"{', '.join(users)}")
-  if kind.sweep and getattr(args, kind.sweep) is None:
-    setattr(args, kind.sweep, SWEEP_DEFAULTS[kind.sweep])
+  values = ()
+  if kind.sweep:
+    values = tuple(getattr(args, kind.sweep) or SWEEP_DEFAULTS[kind.sweep])
   layers = index_list("layer", args.layer, model_cfg.n_layers)
   heads = index_list("head", args.head, model_cfg.n_heads)
   sites = tuple(args.sites.split(",")) if args.sites else kind.sites
@@ -121,34 +124,31 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig, task):
   if kind.sweep == "rank":  # a rank above a site's width would be clipped, yet labelled
     narrowest = min(sites, key=model.width)
     width = model.width(narrowest)
-    for rank in args.rank:
+    for rank in values:
       cli.check_range("rank", rank, 1, width,
                       f" ({narrowest}, the narrowest site simplified, has {width} dimensions)")
   if kind.sweep == "k":
-    for k in args.k:  # against the fitting set too, once it is collected
+    for k in values:  # against the fitting set too, once it is collected
       cli.check_range("k", k, 1, evaluation.MAX_K)
-  if args.n_fit is None:
-    args.n_fit = min(1000, task.n_train)
-  cli.check_range("n_fit", args.n_fit, 1, task.n_train, " (the training split's size)")
+  n_fit = args.n_fit if args.n_fit is not None else min(1000, task.n_train)
+  cli.check_range("n_fit", n_fit, 1, task.n_train, " (the training split's size)")
   cli.check_range("batch_size", args.batch_size, 1, 1 << 16)
   if args.batch_size % jax.device_count():
     raise cli.UsageError(f"batch_size={args.batch_size} must be a multiple of the "
                          f"{jax.device_count()} devices")
   cli.check_range("seed", args.seed, 0, 2**32 - 1)
   cli.check_range("n_bootstrap", args.n_bootstrap, 1, 100_000)
-  args.scoring = args.scoring or task.scorings[0]
-  cli.check_choice("scoring", args.scoring, task.scorings)
-  args.splits = args.splits if args.splits is not None else ",".join(task.splits)
-  for split in args.splits.split(","):
+  scoring = args.scoring or task.scorings[0]
+  cli.check_choice("scoring", scoring, task.scorings)
+  splits = tuple(args.splits.split(",")) if args.splits is not None else tuple(task.splits)
+  for split in splits:
     cli.check_choice("split", split, task.splits)
   options = tuple((name, args.seed if name == "seed" else getattr(args, name))
                   for name in kind.options)
-  values = tuple(getattr(args, kind.sweep)) if kind.sweep else ()
-  try:
-    return proxies.ProxySpec(args.proxy, tuple((l, h) for l in layers for h in heads), sites,
-                             values, options)
-  except proxies.ProxyError as e:
-    raise cli.UsageError(str(e)) from None
+  spec = proxies.ProxySpec(args.proxy, tuple((l, h) for l in layers for h in heads), sites,
+                           values, options)
+  return evaluation.EvalConfig(spec, splits, scoring, n_fit, args.batch_size, args.seed,
+                               args.n_bootstrap)
 
 
 def index_list(name: str, text: str, count: int) -> list[int]:
@@ -204,7 +204,8 @@ def main(argv: Sequence[str]) -> None:
     if not sep or not isinstance(task, tasks.DyckTask):
       raise cli.UsageError(f"--split_file={entry}: expected NAME=PATH, for a dyck run")
     task.add_split_file(name, path)
-  spec = check(args, model_cfg, task)
+  config = check(args, model_cfg, task)
+  spec = config.spec
   eval_dir = os.path.join(run_dir, "eval")
   cli.ensure_writable(eval_dir)
   if args.out:
@@ -213,20 +214,16 @@ def main(argv: Sequence[str]) -> None:
   params = training.restore_params(run_dir, model_cfg, train_cfg)
   if params is None:
     raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
-  splits = args.splits.split(",")
-  fitted_on = {"activations": f"fitted on {args.n_fit} training strings",
+  fitted_on = {"activations": f"fitted on {config.n_fit} training strings",
                "weights": "fitted on the head's weights", "nothing": "nothing to fit"}
   where = ", ".join(f"layer {l} head {h}" for l, h in spec.heads)
   say(f"run {run_dir}: {args.proxy} on {where} ({'+'.join(spec.sites)}"
       f"{', each head fitted on its own' if len(spec.heads) > 1 else ''}), "
       f"{fitted_on[proxies.KINDS[args.proxy].fits_on]}")
-  result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
-                               scoring=args.scoring, n_fit=args.n_fit,
-                               batch_size=args.batch_size, seed=args.seed,
-                               n_bootstrap=args.n_bootstrap)
+  result = evaluation.run(task, model_cfg, params, config)
   say(format_table(result.rows))
   say(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
-      f"proxy setting(s) x {len(splits)} split(s) ({result.shapes} batch shape(s): length "
+      f"proxy setting(s) x {len(config.splits)} split(s) ({result.shapes} batch shape(s): length "
       f"buckets x read-out slots)")
 
   if not mesh.is_main():

@@ -8,7 +8,8 @@
   result.by("depth")      # one per split x setting x depth bucket
   sweep.save("svd_both")  # svd_both.json + svd_both.npz; Sweep.load("svd_both") reads it
 
-A `Run` is a task (its data and splits), a model seen through the site interface
+Bad requests raise domain errors (`proxies.ProxyError`, `experiments.errors.RunError`, both
+ValueErrors), never exit the process. A `Run` is a task (its data and splits), a model seen through the site interface
 (`models.sites.SiteModel`: the built-in Transformer, or any Flax Linen model through
 `models.sites.LinenSites`) and its parameters. Evaluations share one compiled program per
 (model, scoring), so a second `evaluate` of the same shapes compiles nothing
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import proxies
-from experiments import evaluation, tasks
+from experiments import errors, evaluation, tasks
 from models import transformer
 from models.sites import SiteModel
 from proxies import faithfulness
@@ -61,7 +62,7 @@ class Result:
     out = [r for r in self.group_rows if r["group"] == group]
     if not out:
       known = sorted({r["group"] for r in self.group_rows})
-      raise ValueError(f"no group {group!r}; this task has: {', '.join(known)}")
+      raise errors.RunError(f"no group {group!r}; this task has: {', '.join(known)}")
     return out
 
 
@@ -110,7 +111,7 @@ class Run:
     splits = list(splits) if splits is not None else list(self.task.splits)
     unknown = [s for s in splits if s not in self.task.splits]
     if unknown:
-      raise ValueError(f"unknown split(s) {', '.join(unknown)}; this task has: "
+      raise errors.RunError(f"unknown split(s) {', '.join(unknown)}; this task has: "
                        f"{', '.join(self.task.splits)}")
     e = evaluation.evaluate(self.task, self.model, self.params, sweep.spec, splits=splits,
                             scoring=scoring or self.task.scorings[0], batch_size=batch_size,

@@ -13,9 +13,19 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
+import proxies
+from data import code, dyck
+from experiments import errors
+from models import checkpoints
+
 
 class UsageError(Exception):
   """Bad input from the user: reported in one line, exit status 2."""
+
+
+# Domain errors of the layers below: bad input too, when they reach an entry point.
+BAD_INPUT = (UsageError, errors.RunError, proxies.ProxyError, dyck.SplitError,
+             code.CorpusError, checkpoints.CheckpointError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,13 +38,14 @@ class Parser(argparse.ArgumentParser):
 def run_main(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None,
              bad_input: tuple[type[Exception], ...] = (),
              failures: tuple[type[Exception], ...] = ()) -> None:
-  """Runs `main(argv)`. UsageError and any of `bad_input` exit 2, any of `failures` exit
-  with their `exit_code` (default 1), each reported in one line; Ctrl-C where nothing is
-  saved (data generation, evaluation) is one line too, exit 130, not a traceback."""
+  """Runs `main(argv)`. Bad input (`BAD_INPUT`: UsageError and the domain errors of every
+  layer, and any of `bad_input`) exits 2, any of `failures` exits with its `exit_code` (default 1), each reported
+  in one line; Ctrl-C where nothing is saved (data generation, evaluation) is one line too,
+  exit 130, not a traceback."""
   prog = os.path.basename(sys.argv[0])
   try:
     main(sys.argv[1:] if argv is None else argv)
-  except (UsageError, *bad_input) as e:
+  except (*BAD_INPUT, *bad_input) as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     sys.exit(2)
   except failures as e:
@@ -56,14 +67,7 @@ def int_list(text: str) -> list[int]:
   return values
 
 
-def check_range(name: str, value: int, lo: int, hi: int, why: str = "") -> None:
-  if not lo <= value <= hi:
-    raise UsageError(f"{name}={value} is out of range{why}; choose {lo}..{hi}")
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-  if value not in choices:
-    raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+check_range, check_choice = errors.check_range, errors.check_choice  # for the entry points
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = (),

@@ -16,7 +16,7 @@ import jax
 import tqdm
 
 import proxies
-from experiments import cli, rundir
+from experiments import errors, rundir
 from models import mesh as mesh_lib, transformer
 from proxies import faithfulness
 
@@ -60,7 +60,7 @@ def fit_proxy(task, model, params, spec: proxies.ProxySpec, n_fit: int,
       sizes = [len(v) for v in fit_inputs[0].values()]  # clustered per site, or jointly
       n_vectors = min(sizes) if dict(spec.options).get("separate") else sum(sizes)
       for k in spec.values:
-        cli.check_range("k", k, 1, min(n_vectors, MAX_K),
+        errors.check_range("k", k, 1, min(n_vectors, MAX_K),
                         f" ({n_vectors} vectors to cluster from {n_fit} strings)")
   else:
     fit_inputs = [{} for _ in spec.heads]
@@ -84,6 +84,19 @@ def program_for(model, decision, pad_id: int, groups: tuple[tuple[str, int], ...
     _PROGRAMS[key] = faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups),
                                                       mesh)
   return _PROGRAMS[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """What one evaluation measures: a proxy sweep on some splits, and how."""
+
+  spec: proxies.ProxySpec
+  splits: tuple[str, ...]
+  scoring: str = "murty"
+  n_fit: int = 1000  # training strings the proxy is fitted on
+  batch_size: int = 256
+  seed: int = 0  # of the bootstrap (a kind's own seed is an option of its spec)
+  n_bootstrap: int = 1000
 
 
 @dataclasses.dataclass
@@ -138,6 +151,14 @@ def evaluate(task, model, params, spec: proxies.ProxySpec, *,
                          if buckets[b]["n"] or buckets[b]["attention_jsd"] is not None]
       bar.update()
   return Evaluation(rows, group_rows, counter.count, proxy.size, len(program.shapes))
+
+
+def run(task, model, params, config: EvalConfig, proxy: proxies.Proxy | None = None,
+        mesh=None) -> Evaluation:
+  """`evaluate` of what `config` says."""
+  return evaluate(task, model, params, config.spec, splits=config.splits,
+                  scoring=config.scoring, n_fit=config.n_fit, batch_size=config.batch_size,
+                  seed=config.seed, n_bootstrap=config.n_bootstrap, mesh=mesh, proxy=proxy)
 
 
 def progress(spec: proxies.ProxySpec, splits: Sequence[str]) -> tqdm.tqdm:

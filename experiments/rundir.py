@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from experiments.cli import UsageError
+from experiments import errors
 from models import atomic, mesh
 
 RUNS_ROOT = "runs"
@@ -42,10 +42,10 @@ def read_config(run_dir: str) -> dict:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   except FileNotFoundError:
-    raise UsageError(f"{run_dir!r} is not a run directory (no {CONFIG}); "
+    raise errors.RunError(f"{run_dir!r} is not a run directory (no {CONFIG}); "
                      f"train one with `python train.py` or pass --run=DIR") from None
   except (OSError, json.JSONDecodeError) as e:
-    raise UsageError(f"cannot read {path!r}: {e}") from None
+    raise errors.RunError(f"cannot read {path!r}: {e}") from None
 
 
 def data_dir_entry(data_dir: str, run_dir: str) -> str:
@@ -115,7 +115,7 @@ def claim(run_dir: str, config: dict,
   if old is not None:
     diffs = _differences(old, config, run_dir, may_change or {})
     if diffs:
-      raise UsageError(f"{run_dir!r} holds a run with another config ({'; '.join(diffs[:3])}); "
+      raise errors.RunError(f"{run_dir!r} holds a run with another config ({'; '.join(diffs[:3])}); "
                        "pass another --workdir or the same settings")
   if mesh.is_main() and old != config:
     write_json(path, config)
@@ -134,6 +134,6 @@ def latest_run(root: str = RUNS_ROOT, task: str | None = None) -> str:
           candidates.append((os.path.getmtime(ckpts), os.path.join(root, name)))
   if not candidates:
     what = f"{task} run" if task else "run"
-    raise UsageError(f"no trained {what} under {root!r}; train one with "
+    raise errors.RunError(f"no trained {what} under {root!r}; train one with "
                      f"`python train.py --task={task or 'dyck'}` or pass --run=DIR")
   return max(candidates)[1]

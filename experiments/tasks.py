@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from data import code, code_batch, code_tfds, dyck, dyck_batch, dyck_tfds
-from experiments import cli, rundir
+from experiments import errors, rundir
 from models import mesh as mesh_lib, training, transformer
 from proxies import faithfulness, metrics
 
@@ -39,14 +39,14 @@ class DyckTask:
 
   def add_split_file(self, name: str, path: str) -> None:
     """Evaluates the strings of a Murty/Yao text file as split `name` too (an OOD set made
-    elsewhere); UsageError if the name is taken or the file is not such strings."""
+    elsewhere); RunError if the name is taken or the file is not such strings."""
     if name in self.splits or not name.replace("_", "").isalnum():
-      raise cli.UsageError(f"--split_file name {name!r} must be new and made of letters, "
+      raise errors.RunError(f"--split_file name {name!r} must be new and made of letters, "
                            f"digits and _ (taken: {', '.join(self.splits)})")
     try:
       self.files[name] = dyck.read_split(path, self.vocab, self.config.max_length)
     except ValueError as e:
-      raise cli.UsageError(str(e)) from None
+      raise errors.RunError(str(e)) from None
     self.splits = (*self.splits, name)
 
   @property
@@ -75,7 +75,7 @@ class DyckTask:
       return mesh_lib.main_first("dyck-data",
                                  lambda: dyck_tfds.load(self.config, self.data_dir))
     except dyck.SplitError as e:  # the user's config asks for a split that cannot be made
-      raise cli.UsageError(str(e)) from None
+      raise errors.RunError(str(e)) from None
 
   def manifest(self) -> dict:
     return dyck_tfds.manifest(self.config, self.data_dir)
@@ -179,7 +179,7 @@ class CodeTask:
       return mesh_lib.main_first("code-data",
                                  lambda: code_tfds.load(self.config, self.data_dir))
     except code.CorpusError as e:
-      raise cli.UsageError(str(e)) from None
+      raise errors.RunError(str(e)) from None
 
   @functools.cached_property
   def data(self) -> dict[str, np.ndarray]:
@@ -193,7 +193,7 @@ class CodeTask:
     try:
       return code_batch.WindowSampler(self.data["train"], self.seq_len, batch_size, seed)
     except ValueError as e:
-      raise cli.UsageError(str(e)) from None
+      raise errors.RunError(str(e)) from None
 
   def _window_seed(self, split: str) -> list[int]:
     """Windows depend on the data seed and the split only, so every model trained on this
@@ -229,7 +229,7 @@ class CodeTask:
     a = code_batch.sample_windows(self.files[split], self.seq_len, self.n_eval,
                                   self._window_seed(split), self.frequent_words)
     if not len(a["inputs"]):
-      raise cli.UsageError(f"split {split!r} has no file of more than {self.seq_len} "
+      raise errors.RunError(f"split {split!r} has no file of more than {self.seq_len} "
                            "characters (one window)")
     a["category_word"] = a["category"] * len(code_batch.WORD) + a["word"]
     return a
@@ -248,8 +248,8 @@ class CodeTask:
 
 def from_run_config(config: dict, run_dir: str):
   """(task, model config, train config) of a run's config.json, its data directory resolved
-  against the run's (`rundir.resolve_data_dir`); UsageError if malformed."""
-  cli.check_choice("task", config.get("task"), TASKS)
+  against the run's (`rundir.resolve_data_dir`); RunError if malformed."""
+  errors.check_choice("task", config.get("task"), TASKS)
   try:
     data_dir = rundir.resolve_data_dir(config["data_dir"], run_dir)
     if config["task"] == "dyck":
@@ -260,17 +260,17 @@ def from_run_config(config: dict, run_dir: str):
     model_cfg = transformer.ModelConfig.from_dict(config["model"])
     train_cfg = training.TrainConfig(**config["train"])
   except (KeyError, TypeError, ValueError) as e:
-    raise cli.UsageError(f"{run_dir}/config.json is not a valid run config ({e})") from None
+    raise errors.RunError(f"{run_dir}/config.json is not a valid run config ({e})") from None
   return task, model_cfg, train_cfg
 
 
 def load_trained(run_dir: str):
   """(task, model config, params) of a trained run: its own configs, its newest good
-  checkpoint; UsageError if it is not a run or has no checkpoint."""
+  checkpoint; RunError if it is not a run or has no checkpoint."""
   task, model_cfg, train_cfg = from_run_config(rundir.read_config(run_dir), run_dir)
   params = training.restore_params(run_dir, model_cfg, train_cfg)
   if params is None:
-    raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
+    raise errors.RunError(f"run {run_dir!r} has no checkpoint; train it first")
   return task, model_cfg, params
 
 
