@@ -150,7 +150,7 @@ def summarize(runs: list[dict]) -> dict:
       entry[f"iid agreement {role}"] = _interval(values)
     excluded = by_role(runs, rows_of, lambda g, run: None if g.get("gap_lo") is None
                        else float(g["gap_lo"] > 0) - float(g["gap_hi"] < 0))
-    entry["file_ci_excludes_0"] = {role: [int(v) for v in vs] for role, vs in excluded.items()}
+    entry["file_ci_excludes_0"] = [int(v) for v in excluded.get(INDUCTION, [])]
     entry["n"] = float(np.mean([min([g["n"] for g in rows_of(run) + iid_of(run)
                                       if g["head"] == induction_head(run)] or [0])
                                 for run in runs]))
@@ -169,8 +169,12 @@ def _fmt(i: dict | None, signed: bool = False) -> str:
 def _signs(votes: list[int]) -> str:
   """How many seeds' file intervals lie above 0 / below 0, e.g. '3/3 >0'."""
   up, down = sum(v > 0 for v in votes), sum(v < 0 for v in votes)
-  return (f"{up}/{len(votes)} >0" if up else "") + (f" {down}/{len(votes)} <0" if down else "") \
-      or f"0/{len(votes)}"
+  parts = ([f"{up}/{len(votes)} >0"] if up else []) + ([f"{down}/{len(votes)} <0"] if down else [])
+  return " ".join(parts) or f"0/{len(votes)}"
+
+
+def _width(x: float | None) -> str:
+  return "–" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def markdown(summary: dict, title: str) -> str:
@@ -200,21 +204,23 @@ def markdown(summary: dict, title: str) -> str:
     label = f"{p['proxy']} {'rank' if p['proxy'] != 'kmeans' else 'K'} {p['value']}"
     hw = p["file_half_width"]
     lines.append(f"| {label} | {p['split']} | {_fmt(p.get(INDUCTION))} | "
-                 f"{hw.get(INDUCTION, math.nan):.3f} | {_fmt(p.get(f'gap {INDUCTION}'), True)} | "
-                 f"{_fmt(p.get(OTHERS))} | {hw.get(OTHERS, math.nan):.3f} | "
+                 f"{_width(hw.get(INDUCTION))} | {_fmt(p.get(f'gap {INDUCTION}'), True)} | "
+                 f"{_fmt(p.get(OTHERS))} | {_width(hw.get(OTHERS))} | "
                  f"{_fmt(p.get(f'gap {OTHERS}'), True)} |")
   for group, heading in (("all", "All positions"), ("word", "Gap by word bucket"),
                          ("category_word", "Gap by category x word bucket")):
     rows = [g for g in s["gaps"] if g["group"] == group]
     lines += ["", f"## {heading} (code_gaps setting)", "",
-              "seeds >0 / <0: seeds whose interval over files lies above / below 0.", "",
+              "seeds >0 / <0: seeds whose induction-head gap has an interval over files above / "
+              "below 0. min n: the fewer positions of iid and the split (induction head, mean "
+              "over seeds).", "",
               f"| bucket | split | iid agreement ({INDUCTION}) | gap {INDUCTION} | seeds | "
-              f"gap {OTHERS} | seeds | min n |", "|---|---|---|---|---|---|---|---|"]
+              f"gap {OTHERS} | min n |", "|---|---|---|---|---|---|---|"]
     for g in rows:
       ex = g["file_ci_excludes_0"]
       lines.append(f"| {g['bucket']} | {g['split']} | {_fmt(g.get(f'iid agreement {INDUCTION}'))} "
-                   f"| {_fmt(g.get(INDUCTION), True)} | {_signs(ex.get(INDUCTION, []))} | "
-                   f"{_fmt(g.get(OTHERS), True)} | {_signs(ex.get(OTHERS, []))} | {g['n']:.0f} |")
+                   f"| {_fmt(g.get(INDUCTION), True)} | {_signs(ex)} | "
+                   f"{_fmt(g.get(OTHERS), True)} | {g['n']:.0f} |")
   lines += ["", f"## Largest gaps of the induction head's proxy (cells with n ≥ {MIN_N})", ""]
   for split in ood:
     cells = sorted((g for g in s["gaps"] if g["group"] == "category_word" and g["split"] == split

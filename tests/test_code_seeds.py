@@ -52,7 +52,7 @@ def test_heads_are_compared_by_role_with_intervals_over_seeds(tmp_path):
   assert row["file_half_width"]["induction head"] == pytest.approx(0.01)
   gap = next(g for g in summary["gaps"] if g["split"] == "ood_c")
   assert gap["induction head"]["mean"] == pytest.approx(0.3)
-  assert gap["file_ci_excludes_0"]["induction head"] == [1, 1, 1]
+  assert gap["file_ci_excludes_0"] == [1, 1, 1]
   model = summary["model"][0]
   assert model["accuracy_model"]["mean"] == pytest.approx(0.61)
   md = code_seeds.markdown(summary, "test")
