@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: a tiny trained Dyck run, made once per session."""
+"""Fixtures shared by the test modules: a tiny trained Dyck run, made once per session; and
+the `slow` marker on end-to-end tests (`python -m pytest -m "not slow"`: the unit tests)."""
 
 import os
 
@@ -21,3 +22,15 @@ def trained(tmp_path_factory):
   run_dir = cwd / "runs" / "dyck-k4-m4-s0"
   assert (run_dir / "config.json").exists()
   return cwd, run_dir
+
+
+# Modules whose tests run the commands, train, or start processes.
+END_TO_END = {"test_cli", "test_resume", "test_reproduce", "test_sharding", "test_api",
+              "test_registry"}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if module in END_TO_END or "trained" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)

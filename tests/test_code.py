@@ -129,6 +129,7 @@ def code_trees(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow  # trains a model and runs the commands
 def test_train_evaluate_and_gaps_of_the_code_task_end_to_end(code_trees, tmp_path):
   sources = [f"--source=python={code_trees / 'py'}:*.py", f"--source=c={code_trees / 'c'}:*.h",
              f"--source=perl={code_trees / 'perl'}:*.pm"]

@@ -103,6 +103,7 @@ def test_identity_intervention_is_exact_and_others_act_on_one_head(params):
                                 before["intermediates"]["block_0"]["attention"]["q"][0])
 
 
+@pytest.mark.slow  # trains
 def test_bfloat16_computes_in_bf16_and_keeps_float32_master_weights(tmp_path):
   """Mixed precision: activations in bfloat16, parameters and optimizer state in float32,
   logits and loss in float32; training still lowers the loss."""
