@@ -23,7 +23,8 @@ import jax
 
 import proxies
 from data import dyck_batch
-from experiments import cli, evaluation, rundir, tasks
+from experiments import cli
+from pipeline import evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
 
 SWEEP_DEFAULTS = {"rank": [4], "k": [8]}

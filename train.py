@@ -15,7 +15,8 @@ import os
 from collections.abc import Sequence
 
 from data import code, dyck
-from experiments import cli, rundir, tasks, training_run
+from experiments import cli
+from pipeline import rundir, tasks, training_run
 from models import checkpoints, mesh, training, transformer
 
 

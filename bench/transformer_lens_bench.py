@@ -38,7 +38,8 @@ except ImportError:
   sys.exit("bench/transformer_lens_bench.py needs the peer extra: pip install -e '.[peer]'")
 
 import proxies  # noqa: E402
-from experiments import cli, evaluation, rundir, tasks  # noqa: E402
+from experiments import cli, tasks  # noqa: E402
+from pipeline import evaluation, rundir
 from models import transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 

@@ -194,30 +194,3 @@ def build(config: CodeConfig) -> tuple[dict[str, list[tuple[str, str]]], dict]:
                  for name, f in splits.items()},
   }
   return splits, manifest
-
-
-def main(argv: Sequence[str]) -> None:
-  """python -m data.code [--source=language=directory:pattern ...]: print the manifest."""
-  from experiments import cli  # the command-line layer, only for this entry point
-
-  parser = cli.Parser(prog="python -m data.code",
-                      description="Print the manifest of a code corpus (files, characters "
-                      "and skipped files per language, vocabulary).")
-  parser.add_argument("--source", action="append", default=None,
-                      help="language=directory:pattern, repeatable (default: Python stdlib, "
-                      "/usr/include *.h, /usr/share/perl *.pm)")
-  parser.add_argument("--train_language", default="python")
-  parser.add_argument("--max_chars", type=int, default=CodeConfig.max_chars)
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
-  config = CodeConfig(sources=tuple(args.source or default_sources()),
-                      train_language=args.train_language, max_chars=args.max_chars,
-                      seed=args.seed)
-  _, manifest = build(config)
-  print(json.dumps(manifest, indent=1))
-
-
-if __name__ == "__main__":
-  from experiments import cli
-
-  cli.run_main(main, bad_input=(CorpusError,))

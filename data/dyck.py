@@ -11,7 +11,7 @@ The sampler is the Hewitt et al. (2020) automaton, vectorized over many strings 
 - otherwise: close the top with probability 1/2, else one of k opens uniformly.
 Strings longer than `max_length` brackets are rejected whole.
 
-Run `python -m data.dyck --help` to print any split in the Murty/Yao text format.
+`python -m experiments.dyck_data --help` prints any split in the Murty/Yao text format.
 """
 
 from __future__ import annotations
@@ -415,51 +415,3 @@ def read_split(path: str, vocab: Vocab, max_length: int) -> list[np.ndarray]:
   if not strings:
     raise ValueError(f"{path} holds no strings")
   return strings
-
-
-# ----------------------------------------------------------------------------------------
-# Command line: print a split in the text format.
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  """python -m data.dyck --split=unseen_depth --n=5 [--depth=10 --types=20 ...]"""
-  import os
-  import sys
-
-  from data import dyck_tfds
-  from experiments import cli
-
-  parser = cli.Parser(prog="python -m data.dyck",
-                      description="Print a Dyck split, one string per line (Murty/Yao format).")
-  parser.add_argument("--split", default="train", help=f"one of: {', '.join(SPLITS)}")
-  parser.add_argument("--n", type=int, default=None, help="print only the first N strings")
-  parser.add_argument("--data_dir", default=os.path.join("runs", "tfds"))
-  parser.add_argument("--manifest", action="store_true", help="print the manifest (JSON) instead")
-  cli.add_dataclass_flags(parser, DyckConfig, rename={"max_depth": "depth", "n_types": "types"})
-
-  def run(argv):
-    args = parser.parse_args(argv)
-    cli.check_choice("split", args.split, SPLITS)
-    if args.n is not None:
-      cli.check_range("n", args.n, 0, 1 << 62)
-    config = cli.from_flags(DyckConfig, args)
-    cli.ensure_writable(args.data_dir)
-    log = lambda line: print(line, file=sys.stderr)  # stdout carries only the strings
-    try:
-      if args.manifest:
-        import json
-        print(json.dumps(dyck_tfds.manifest(config, args.data_dir, log), indent=2))
-        return
-      strings = dyck_tfds.load(config, args.data_dir, (args.split,), log)[args.split]
-    except SplitError as e:
-      raise cli.UsageError(str(e)) from None
-    vocab = Vocab(config.n_types)
-    out = sys.stdout
-    for s in strings[:args.n]:
-      out.write(to_text(s, vocab) + "\n")
-
-  cli.run_main(run, argv)
-
-
-if __name__ == "__main__":
-  main()

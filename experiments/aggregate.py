@@ -1,6 +1,6 @@
 """Evaluation rows of several seeds -> means with confidence intervals across seeds.
 
-Rows are the plain dicts of `experiments.evaluation` with a `model_seed` added. A setting is
+Rows are the plain dicts of `pipeline.evaluation` with a `model_seed` added. A setting is
 (proxy, layer, value), value being the rank or K (None for kinds without a sweep).
 """
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import proxies
 from data import code, dyck
-from experiments import errors
+from pipeline import errors
 from models import checkpoints
 
 

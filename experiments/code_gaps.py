@@ -27,7 +27,8 @@ import numpy as np
 
 import proxies
 from data import code_batch
-from experiments import cli, evaluation, rundir, tasks
+from experiments import cli
+from pipeline import evaluation, rundir, tasks
 from models import atomic, checkpoints, mesh, training
 
 COUNTS = ("n", "agree", "correct_model", "correct_proxy")

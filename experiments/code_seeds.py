@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from data import code_batch
-from experiments import aggregate, cli, figures, rundir
+from experiments import aggregate, cli, figures
+from pipeline import rundir
 from models import atomic
 
 INDUCTION, OTHERS = "induction head", "other heads"

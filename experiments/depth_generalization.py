@@ -18,7 +18,8 @@ import os
 from collections.abc import Sequence
 
 
-from experiments import cli, rundir, tasks
+from experiments import cli
+from pipeline import rundir, tasks
 
 
 def accuracy_by_key_depth(task: tasks.DyckTask, model_cfg, params) -> dict:

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from experiments import cli, rundir, tasks
+from experiments import cli
+from pipeline import rundir, tasks
 from models import checkpoints, mesh, training, transformer
 
 

@@ -30,7 +30,8 @@ import numpy as np
 
 import proxies
 from data import dyck_batch
-from experiments import cli, evaluation, rundir, tasks
+from experiments import cli
+from pipeline import evaluation, rundir, tasks
 from models import transformer
 
 SITES = ("q", "k")

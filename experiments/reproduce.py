@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import proxies
 from data import dyck
-from experiments import (cli, evaluation, figures, mechanism, report, rundir, tasks,
-                         training_run)
+from experiments import cli, figures, mechanism, report
+from pipeline import evaluation, rundir, tasks, training_run
 from models import checkpoints, mesh, training
 
 

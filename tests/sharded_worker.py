@@ -19,7 +19,7 @@ from models import mesh
 def main(out: str, n_devices: int) -> None:
   mesh.initialize()
   import proxies
-  from experiments import evaluation, tasks
+  from pipeline import evaluation, tasks
   from models import training
   from tests import tiny
 

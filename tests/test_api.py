@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments import api
+from pipeline import api
 from tests.tiny import ROOT, run
 
 

@@ -1,4 +1,4 @@
-"""train.py, evaluate.py and `python -m data.dyck` end to end on a tiny config, and bad input."""
+"""train.py, evaluate.py and `python -m experiments.dyck_data` end to end on a tiny config, and bad input."""
 
 import fcntl
 import json
@@ -15,7 +15,8 @@ import pytest
 
 import evaluate
 from data import dyck
-from experiments import cli, rundir, tasks
+from experiments import cli
+from pipeline import rundir, tasks
 
 from tests import tiny
 from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
@@ -281,7 +282,7 @@ def test_resuming_upgrades_an_older_config_and_reads_tuples_back(tmp_path, monke
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
 def test_progress_bars_show_on_a_terminal_only(tmp_path, terminal):
   """Generating data shows a bar on a terminal; in logs and pipes (and these tests) none."""
-  command = [sys.executable, "-m", "data.dyck", "--split=iid", "--n=1", *TINY_DATA,
+  command = [sys.executable, "-m", "experiments.dyck_data", "--split=iid", "--n=1", *TINY_DATA,
              f"--data_dir={tmp_path}"]
   if not terminal:
     result = subprocess.run(command, env=tiny.env(), capture_output=True, text=True,
@@ -309,7 +310,7 @@ def test_progress_bars_show_on_a_terminal_only(tmp_path, terminal):
 
 def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
   cwd, _ = trained
-  result = run("-m", "data.dyck", "--split=unseen_depth", "--n=5", *TINY_DATA, cwd=cwd)
+  result = run("-m", "experiments.dyck_data", "--split=unseen_depth", "--n=5", *TINY_DATA, cwd=cwd)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   assert len(lines) == 5
@@ -317,7 +318,7 @@ def test_data_cli_prints_splits_that_read_back(trained, tmp_path):
   path.write_text(result.stdout)
   strings = dyck.read_text(str(path), dyck.Vocab(4))
   assert all(dyck.max_depth(s, 4) > 4 and dyck.is_valid(s, 4) for s in strings)
-  whole = run("-m", "data.dyck", "--split=train", *TINY_DATA, cwd=cwd)
+  whole = run("-m", "experiments.dyck_data", "--split=train", *TINY_DATA, cwd=cwd)
   assert len(whole.stdout.splitlines()) == 400
 
 

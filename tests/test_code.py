@@ -86,7 +86,7 @@ def test_encode_maps_the_vocabulary_and_oov():
     ("python", "is not of the form language=directory:pattern"),
 ])
 def test_an_empty_or_missing_directory_is_one_line_and_exit_2(trees, source, needle):
-  result = subprocess.run([sys.executable, "-m", "data.code", f"--source={source.format(root=trees)}"],
+  result = subprocess.run([sys.executable, "-m", "experiments.code_corpus", f"--source={source.format(root=trees)}"],
                           cwd=tiny.ROOT, env=tiny.env(), capture_output=True, text=True,
                           timeout=120)
   assert result.returncode == 2, result.stderr

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from experiments import api, depth_generalization
+from experiments import depth_generalization
+from pipeline import api
 
 
 def test_depth_numbers_equal_the_evaluations_strata(trained, capsys):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from data import dyck
-from experiments import mechanism, tasks
+from experiments import mechanism
+from pipeline import tasks
 
 
 def test_explained_variance_is_one_when_labels_fix_the_vectors_and_zero_when_uninformative():

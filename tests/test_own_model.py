@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import api
+from pipeline import api
 from models import transformer
 from models.sites import LinenSites, Site
 from proxies import faithfulness, metrics

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import tasks
+from pipeline import tasks
 from models import checkpoints, training
 from tests import tiny
 

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from experiments import errors
+from pipeline import errors
 from models import atomic, mesh
 
 RUNS_ROOT = "runs"

@@ -16,7 +16,7 @@ import jax
 import tqdm
 
 import proxies
-from experiments import errors, rundir
+from pipeline import errors, rundir
 from models import mesh as mesh_lib, transformer
 from proxies import faithfulness
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from data import code, code_batch, code_tfds, dyck, dyck_batch, dyck_tfds
-from experiments import errors, rundir
+from pipeline import errors, rundir
 from models import mesh as mesh_lib, training, transformer
 from proxies import faithfulness, metrics
 

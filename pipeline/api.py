@@ -1,6 +1,6 @@
 """The Python API: the engine behind evaluate.py, for notebooks and scripts.
 
-  from experiments.api import load_run
+  from pipeline.api import load_run
   run = load_run("runs/dyck-k20-m10-s0")
   sweep = run.fit("svd", [1, 2, 4, 8], heads=[(0, 0), (1, 0)])   # both layers' heads at once
   result = run.evaluate(sweep, splits=["iid", "unseen_depth"])
@@ -8,7 +8,7 @@
   result.by("depth")      # one per split x setting x depth bucket
   sweep.save("svd_both")  # svd_both.json + svd_both.npz; Sweep.load("svd_both") reads it
 
-Bad requests raise domain errors (`proxies.ProxyError`, `experiments.errors.RunError`, both
+Bad requests raise domain errors (`proxies.ProxyError`, `pipeline.errors.RunError`, both
 ValueErrors), never exit the process. A `Run` is a task (its data and splits), a model seen through the site interface
 (`models.sites.SiteModel`: the built-in Transformer, or any Flax Linen model through
 `models.sites.LinenSites`) and its parameters. Evaluations share one compiled program per
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import proxies
-from experiments import errors, evaluation, tasks
+from pipeline import errors, evaluation, tasks
 from models import transformer
 from models.sites import SiteModel
 from proxies import faithfulness

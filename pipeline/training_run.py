@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from experiments import rundir, tasks
+from pipeline import rundir, tasks
 from models import mesh, training, transformer
 
 
