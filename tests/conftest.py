@@ -3,12 +3,28 @@ the `slow` marker on end-to-end tests (`python -m pytest -m "not slow"`: the uni
 
 import os
 
+import numpy as np
 import pytest
 
-from tests.tiny import DATA_FLAGS, MODEL_FLAGS, ROOT, run
+from models import transformer
+from tests.tiny import CFG, DATA_FLAGS, MODEL_FLAGS, PAD, ROOT, run
 
 TINY_TRAIN = [*MODEL_FLAGS, "--steps=30", "--log_every=10", "--eval_every=10",
               "--checkpoint_every=10", "--batch_size=16"]
+
+
+@pytest.fixture(scope="session")
+def params():
+  """Parameters of the small model `tiny.CFG`, seed 0."""
+  return transformer.init_params(CFG, seed=0)
+
+
+@pytest.fixture(scope="session")
+def inputs():
+  """24 random token rows for `tiny.CFG`, every third padded after position 8."""
+  x = np.random.default_rng(0).integers(0, PAD, (24, CFG.seq_len)).astype(np.int32)
+  x[::3, 8:] = PAD
+  return x
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 import evaluate
 from data import dyck
 from experiments import cli
-from pipeline import rundir, tasks
+from pipeline import errors, rundir, tasks
 
 from tests import tiny
 from tests.tiny import DATA_FLAGS as TINY_DATA, MODEL_FLAGS, ROOT, run
@@ -275,7 +275,7 @@ def test_resuming_upgrades_an_older_config_and_reads_tuples_back(tmp_path, monke
   rundir.claim("runs/r", new)  # the same directory, and a tuple read back as a list
   assert rundir.read_config("runs/r")["data_dir"] == "../tfds"
   rundir.claim("runs/r", new)
-  with pytest.raises(cli.UsageError, match="data_dir: 'runs/tfds' -> 'runs/other'"):
+  with pytest.raises(errors.RunError, match="data_dir: 'runs/tfds' -> 'runs/other'"):
     rundir.claim("runs/r", {**new, "data_dir": "../other"})
 
 

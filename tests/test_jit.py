@@ -11,19 +11,7 @@ import proxies
 from models import sites, transformer
 from proxies import faithfulness, metrics
 
-CFG = transformer.ModelConfig(vocab_size=11, seq_len=12, n_layers=2, n_heads=2, d_model=16,
-                              d_head=8, d_mlp=32)
-PAD = 10
-
-
-@pytest.fixture(scope="module")
-def params():
-  return transformer.init_params(CFG, seed=0)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-  return np.random.default_rng(0).integers(0, PAD, (16, CFG.seq_len)).astype(np.int32)
+from tests.tiny import CFG, PAD
 
 
 def fitted(kind, params, inputs):

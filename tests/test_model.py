@@ -7,13 +7,7 @@ import pytest
 
 from models import sites, transformer
 
-CFG = transformer.ModelConfig(vocab_size=11, seq_len=12, n_layers=2, n_heads=2, d_model=16,
-                              d_head=8, d_mlp=32)
-
-
-@pytest.fixture(scope="module")
-def params():
-  return transformer.init_params(CFG, seed=0)
+from tests.tiny import CFG
 
 
 def tokens(seed=0, batch=3):

@@ -8,21 +8,7 @@ import proxies
 from models import transformer
 from proxies import faithfulness, metrics, svd
 
-CFG = transformer.ModelConfig(vocab_size=11, seq_len=12, n_layers=2, n_heads=2, d_model=16,
-                              d_head=8, d_mlp=32)
-PAD = 10
-
-
-@pytest.fixture(scope="module")
-def params():
-  return transformer.init_params(CFG, seed=0)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-  x = np.random.default_rng(0).integers(0, PAD, (24, CFG.seq_len)).astype(np.int32)
-  x[::3, 8:] = PAD  # some padded rows
-  return x
+from tests.tiny import CFG, PAD
 
 
 def fitted(params, inputs, ranks, layer=1, head=1, **options):

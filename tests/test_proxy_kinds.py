@@ -9,7 +9,8 @@ from sklearn.cluster import KMeans
 import proxies
 from models import transformer
 from proxies import faithfulness, kmeans, metrics, onehot, weight_svd
-from tests.test_proxies import CFG, PAD, arrays_for, inputs, params  # noqa: F401 (fixtures)
+from tests.test_proxies import arrays_for
+from tests.tiny import CFG, PAD
 
 
 def gaussian_mixture(n, d, centers, seed):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from data import dyck
+from models import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
@@ -14,6 +15,10 @@ DATA_FLAGS = [f"--types={DATA.n_types}", f"--depth={DATA.max_depth}",
               f"--n_test={DATA.n_test}", f"--short_length={DATA.short_length}",
               f"--ood_depth_cap={DATA.ood_depth_cap}"]
 MODEL = {"d_model": 16, "d_head": 8, "d_mlp": 32}
+# The small model the unit tests run (two layers of two heads; tokens 0..9, PAD 10).
+CFG = transformer.ModelConfig(vocab_size=11, seq_len=12, n_layers=2, n_heads=2, d_model=16,
+                              d_head=8, d_mlp=32)
+PAD = 10
 MODEL_FLAGS = [f"--{k}={v}" for k, v in MODEL.items()]
 
 
