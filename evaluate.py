@@ -27,7 +27,6 @@ from experiments import cli
 from pipeline import evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
 
-SWEEP_DEFAULTS = {"rank": [4], "k": [8]}
 # Flags with a meaning for every kind, though some kind also takes them as an option.
 GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
 
@@ -44,13 +43,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                       help=f"with no --run, the latest run of this task ({', '.join(tasks.TASKS)}); "
                       "with --run, checked against it")
   parser.add_argument("--proxy", default="svd", help=f"one of: {', '.join(proxies.KINDS)}")
-  # None: not given (rejected for a kind it does not apply to), else SWEEP_DEFAULTS.
-  parser.add_argument("--rank", type=cli.int_list, default=None,
-                      help="svd, weight_svd: rank(s) to keep, e.g. 4 or 1,2,4,8 (one compiled "
-                      "sweep; default: 4)")
-  parser.add_argument("--k", type=cli.int_list, default=None,
-                      help="kmeans: number(s) of centroids, e.g. 2,4,8,16,32 (one compiled "
-                      "sweep; default: 8)")
+  add_kind_flags(parser)
   parser.add_argument("--layer", default="-1",
                       help="block(s) of the heads: 1, 0,1 or all; negative counts from the "
                       "last (default: -1, the last)")
@@ -60,11 +53,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--sites", default=None,
                       help="comma-separated sites to simplify (default: the kind's; svd and "
                       "kmeans: q,k, or any of q,k,v,resid_pre; onehot: pattern; weight_svd: q)")
-  parser.add_argument("--centered", action="store_true", help="svd: subtract the mean (PCA)")
-  parser.add_argument("--separate", action="store_true",
-                      help="svd, kmeans: one basis / clustering per site instead of a joint one")
   parser.add_argument("--seed", type=int, default=0,
-                      help="seeds the k-means initialization and the bootstrap (default: 0)")
+                      help="seeds the bootstrap, and the kinds that take a seed "
+                      f"({', '.join(k.name for k in proxies.KINDS.values() if 'seed' in k.options)})"
+                      " (default: 0)")
   parser.add_argument("--n_bootstrap", type=int, default=1000,
                       help="bootstrap resamples of the strings for the intervals (default: 1000)")
   parser.add_argument("--n_fit", type=int, default=None,
@@ -80,6 +72,31 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--batch_size", type=int, default=256, help="sequences per batch")
   parser.add_argument("--out", default=None, help="also write the table to this JSON file")
   return parser.parse_args(argv)
+
+
+def add_kind_flags(parser: argparse.ArgumentParser) -> None:
+  """A flag for every registered kind's sweep (--rank, --k: a list of values, one compiled
+  sweep) and option (--centered, --separate, ...), read off the registry. Each defaults to
+  None, "not given", so that `check` can reject it for a kind it does not apply to."""
+  users: dict[str, list[proxies.ProxyKind]] = {}
+  for kind in proxies.KINDS.values():
+    for name in ([kind.sweep] if kind.sweep else []) + list(kind.options):
+      if name not in GENERAL_FLAGS:
+        users.setdefault(name, []).append(kind)
+  for name, kinds in users.items():
+    text = "; ".join(dict.fromkeys(k.help[name] for k in kinds if name in k.help))
+    who = ", ".join(k.name for k in kinds)
+    if any(k.sweep == name for k in kinds):
+      defaults = ", ".join(f"{k.name} {','.join(map(str, k.sweep_default))}" for k in kinds
+                           if k.sweep_default)
+      parser.add_argument(f"--{name}", type=cli.int_list, default=None,
+                          help=f"{who}: {text} (one compiled sweep; default: {defaults})")
+    elif isinstance(kinds[0].options[name], bool):
+      parser.add_argument(f"--{name}", action="store_true", default=None, help=f"{who}: {text}")
+    else:
+      kind_type = type(kinds[0].options[name])
+      parser.add_argument(f"--{name}", type=kind_type, default=None,
+                          help=f"{who}: {text} (default: {kinds[0].options[name]})")
 
 
 def kind_flags() -> dict[str, Callable[[proxies.ProxyKind], bool]]:
@@ -109,7 +126,9 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig,
                            f"{', '.join(users)}")
   values = ()
   if kind.sweep:
-    values = tuple(getattr(args, kind.sweep) or SWEEP_DEFAULTS[kind.sweep])
+    values = tuple(getattr(args, kind.sweep) or kind.sweep_default)
+    if not values:
+      raise cli.UsageError(f"{args.proxy} needs --{kind.sweep}")
   layers = index_list("layer", args.layer, model_cfg.n_layers)
   heads = index_list("head", args.head, model_cfg.n_heads)
   sites = tuple(args.sites.split(",")) if args.sites else kind.sites
@@ -144,8 +163,9 @@ def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig,
   splits = tuple(args.splits.split(",")) if args.splits is not None else tuple(task.splits)
   for split in splits:
     cli.check_choice("split", split, task.splits)
-  options = tuple((name, args.seed if name == "seed" else getattr(args, name))
-                  for name in kind.options)
+  given = lambda name: args.seed if name == "seed" else getattr(args, name)
+  options = tuple((name, default if given(name) is None else given(name))
+                  for name, default in kind.options.items())
   spec = proxies.ProxySpec(args.proxy, tuple((l, h) for l in layers for h in heads), sites,
                            values, options)
   return evaluation.EvalConfig(spec, splits, scoring, n_fit, args.batch_size, args.seed,

@@ -37,6 +37,9 @@ class ProxyKind:
   apply: Callable[[dict, Site, jax.Array], jax.Array]
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # name -> default
   fits_on: str = "activations"  # or "weights" or "nothing"
+  sweep_default: tuple[int, ...] = ()  # the sweep when none is asked for
+  # What its sweep and each option mean, for the command line's --help (flag -> text).
+  help: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 KINDS: dict[str, ProxyKind] = {}

@@ -123,4 +123,8 @@ def apply(arrays: dict, site: str, x_BxLxD: jax.Array) -> jax.Array:
 
 KIND = base.register(base.ProxyKind(
     name="kmeans", sweep="k", sites=("q", "k"), allowed_sites=("q", "k", "v", "resid_pre"),
-    fit=fit, apply=apply, options={"separate": False, "seed": 0}))
+    fit=fit, apply=apply, options={"separate": False, "seed": 0},
+    sweep_default=(8,),
+    help={"k": "number(s) of centroids, e.g. 2,4,8,16,32",
+          "separate": "one clustering per site instead of a joint one",
+          "seed": "seeds the initialization"}))

@@ -15,9 +15,10 @@ from proxies import base
 
 
 def _fit(fit_inputs, ranks, options):
-  """Keeps the first r coordinates of each vector (a deliberately crude proxy)."""
-  width = next(iter(fit_inputs.values())).shape[1]
-  return {"keep": np.stack([np.arange(width) < r for r in ranks]).astype(np.float32)}
+  """Keeps r coordinates of each vector from `start` on (a deliberately crude proxy)."""
+  width, start = next(iter(fit_inputs.values())).shape[1], options["start"]
+  keep = [(np.arange(width) >= start) & (np.arange(width) < start + r) for r in ranks]
+  return {"keep": np.stack(keep).astype(np.float32)}
 
 
 def _apply(arrays, site, x):
@@ -30,7 +31,9 @@ def dummy(monkeypatch):
   monkeypatch.setattr(base, "KINDS", dict(base.KINDS))
   monkeypatch.setattr(proxies, "KINDS", base.KINDS)
   kind = base.register(base.ProxyKind(name="firstcoords", sweep="rank", sites=("q", "k"),
-                                      allowed_sites=("q", "k"), fit=_fit, apply=_apply))
+                                      allowed_sites=("q", "k"), fit=_fit, apply=_apply,
+                                      options={"start": 0}, sweep_default=(2,),
+                                      help={"start": "the first coordinate kept"}))
   assert proxies.KINDS["firstcoords"] is kind
   return kind
 
@@ -45,9 +48,18 @@ def test_a_registered_kind_goes_through_evaluate_py_and_the_report(dummy, traine
   rows = json.loads((run_dir / "eval" / "firstcoords_layer1_head0_q+k_2-8.json").read_text())
   assert [r["rank"] for r in rows] == [2, 8, 2, 8]
   assert rows[1]["agreement"] == 1.0  # every coordinate of d_head 8 kept: the model
-  # The kind's flag is validated like any other's.
+  # Its option is a flag, validated like any other's; so are the other kinds' flags.
+  with pytest.raises(SystemExit):
+    evaluate.parse(["--help"])
+  assert "firstcoords: the first coordinate kept" in capsys.readouterr().out
+  evaluate.main([f"--run={run_dir}", "--proxy=firstcoords", "--start=4", "--splits=iid"])
+  shifted = json.loads(
+      (run_dir / "eval" / "firstcoords_layer1_head0_q+k_2_start4.json").read_text())
+  assert shifted[0]["start"] == 4 and shifted[0]["rank"] == 2  # the kind's default sweep
   with pytest.raises(cli.UsageError, match="--k does not apply to firstcoords"):
     evaluate.main([f"--run={run_dir}", "--proxy=firstcoords", "--k=2"])
+  with pytest.raises(cli.UsageError, match="--start does not apply to svd"):
+    evaluate.main([f"--run={run_dir}", "--proxy=svd", "--start=1"])
   # The reproduction plans it and the report tables it, with no list edited.
   plan = reproduce.PLANS["smoke"]
   assert any(s.kind == "firstcoords" and s.values == plan.ranks
