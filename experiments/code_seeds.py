@@ -28,6 +28,7 @@ from pipeline import rundir
 from models import atomic
 
 INDUCTION, OTHERS = "induction head", "other heads"
+WORD_OUTSIDE = code_batch.WORD[0]
 MIN_N = 500  # a category x word cell is ranked only with this many positions per split
 
 
@@ -157,7 +158,26 @@ def summarize(runs: list[dict]) -> dict:
                                 for run in runs]))
     gaps.append(entry)
   return {"seeds": [run["seed"] for run in runs], "splits": splits, "induction": induction,
-          "model": model, "proxies": proxies, "gaps": gaps}
+          "model": model, "proxies": proxies, "gaps": gaps,
+          "versus_outside": versus_outside(runs, splits[1:])}
+
+
+def versus_outside(runs: list[dict], splits: Sequence[str]) -> list[dict]:
+  """Per split and word bucket: the induction head's gap there minus its gap outside words,
+  paired within each seed (the claim 'the gap is largest at repeated words' is this
+  difference being above 0)."""
+  out = []
+  for split in splits:
+    for bucket in code_batch.WORD[1:]:
+      diffs = []
+      for run in runs:
+        ind = induction_head(run)
+        gap = {g["bucket"]: g.get("gap") for g in run["gaps"]
+               if g["group"] == "word" and g["split"] == split and g["head"] == ind}
+        if gap.get(bucket) is not None and gap.get(WORD_OUTSIDE) is not None:
+          diffs.append(gap[bucket] - gap[WORD_OUTSIDE])
+      out.append({"split": split, "bucket": bucket, **_interval(diffs)})
+  return out
 
 
 def _fmt(i: dict | None, signed: bool = False) -> str:
@@ -222,6 +242,13 @@ def markdown(summary: dict, title: str) -> str:
       lines.append(f"| {g['bucket']} | {g['split']} | {_fmt(g.get(f'iid agreement {INDUCTION}'))} "
                    f"| {_fmt(g.get(INDUCTION), True)} | {_signs(ex)} | "
                    f"{_fmt(g.get(OTHERS), True)} | {g['n']:.0f} |")
+  lines += ["", "## Induction head: gap in a word bucket minus the gap outside words "
+            "(paired per seed)", "", "| split | " + " | ".join(code_batch.WORD[1:]) + " |",
+            "|---|" + "---|" * (len(code_batch.WORD) - 1)]
+  for split in ood:
+    cells = {v["bucket"]: v for v in s["versus_outside"] if v["split"] == split}
+    lines.append(f"| {split} | " + " | ".join(_fmt(cells.get(w), True)
+                                               for w in code_batch.WORD[1:]) + " |")
   lines += ["", f"## Largest gaps of the induction head's proxy (cells with n ≥ {MIN_N})", ""]
   for split in ood:
     cells = sorted((g for g in s["gaps"] if g["group"] == "category_word" and g["split"] == split

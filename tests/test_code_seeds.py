@@ -31,6 +31,9 @@ def make_run(root, seed, induction_head, agreement):
               **({"gap": agreement(h, "iid") - agreement(h, split), "gap_lo": 0.01,
                   "gap_hi": 0.2} if split != "iid" else {})}
              for split in ("iid", "ood_c")]
+    gaps.append({"head": h, "layer": 1, "group": "word", "bucket": "outside word",
+                 "split": "ood_c", "n": 5000, "agreement": 0.8, "gap": 0.1, "gap_lo": -0.1,
+                 "gap_hi": 0.3})
   (run / "eval" / "gaps_svd4_layer1.json").write_text(json.dumps(gaps))
   return str(run)
 
@@ -50,9 +53,12 @@ def test_heads_are_compared_by_role_with_intervals_over_seeds(tmp_path):
   assert row["other heads"]["mean"] == pytest.approx(0.8)
   assert row["gap induction head"]["mean"] == pytest.approx(0.3)
   assert row["file_half_width"]["induction head"] == pytest.approx(0.01)
-  gap = next(g for g in summary["gaps"] if g["split"] == "ood_c")
+  gap = next(g for g in summary["gaps"] if g["bucket"] == "repeated rare word")
   assert gap["induction head"]["mean"] == pytest.approx(0.3)
   assert gap["file_ci_excludes_0"] == [1, 1, 1]
+  versus = {v["bucket"]: v for v in summary["versus_outside"]}
+  assert versus["repeated rare word"]["mean"] == pytest.approx(0.3 - 0.1)  # paired per seed
+  assert versus["first rare word"]["seeds"] == 0  # no such bucket in the fake gaps
   model = summary["model"][0]
   assert model["accuracy_model"]["mean"] == pytest.approx(0.61)
   md = code_seeds.markdown(summary, "test")
