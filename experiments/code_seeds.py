@@ -159,7 +159,34 @@ def summarize(runs: list[dict]) -> dict:
     gaps.append(entry)
   return {"seeds": [run["seed"] for run in runs], "splits": splits, "induction": induction,
           "model": model, "proxies": proxies, "gaps": gaps,
-          "versus_outside": versus_outside(runs, splits[1:])}
+          "versus_outside": versus_outside(runs, splits[1:]),
+          "versus_others": versus_others(runs, splits[1:]), "per_seed_iid": per_seed_iid(runs)}
+
+
+def versus_others(runs: list[dict], splits: Sequence[str]) -> list[dict]:
+  """Per split: the induction head's overall gap minus the mean gap of the other heads,
+  paired within each seed (code_gaps setting)."""
+  out = []
+  for split in splits:
+    diffs = []
+    for run in runs:
+      gap = {g["head"]: g["gap"] for g in run["gaps"]
+             if g["group"] == "all" and g["split"] == split and g.get("gap") is not None}
+      ind = induction_head(run)
+      others = [v for h, v in gap.items() if h != ind]
+      if ind in gap and others:
+        diffs.append(gap[ind] - float(np.mean(others)))
+    out.append({"split": split, **_interval(diffs)})
+  return out
+
+
+def per_seed_iid(runs: list[dict]) -> list[dict]:
+  """Per seed and word bucket: the induction head's iid agreement with its interval over
+  files (code_gaps setting)."""
+  return [{"seed": run["seed"], "head": induction_head(run), "bucket": g["bucket"],
+           "agreement": g["agreement"], "lo": g["agreement_lo"], "hi": g["agreement_hi"]}
+          for run in runs for g in run["gaps"]
+          if g["group"] == "word" and g["split"] == "iid" and g["head"] == induction_head(run)]
 
 
 def versus_outside(runs: list[dict], splits: Sequence[str]) -> list[dict]:
@@ -249,6 +276,18 @@ def markdown(summary: dict, title: str) -> str:
     cells = {v["bucket"]: v for v in s["versus_outside"] if v["split"] == split}
     lines.append(f"| {split} | " + " | ".join(_fmt(cells.get(w), True)
                                                for w in code_batch.WORD[1:]) + " |")
+  lines += ["", "## Induction head's gap minus the other heads' mean gap (paired per seed)", "",
+            "| split | difference |", "|---|---|"]
+  lines += [f"| {v['split']} | {_fmt(v, True)} |" for v in s["versus_others"]]
+  lines += ["", "## Induction head's iid agreement per seed [95 % interval over files]", "",
+            "| seed (head) | " + " | ".join(code_batch.WORD) + " |",
+            "|---|" + "---|" * len(code_batch.WORD)]
+  for seed in s["seeds"]:
+    mine = {v["bucket"]: v for v in s["per_seed_iid"] if v["seed"] == seed}
+    head = next(iter(mine.values()))["head"] if mine else "–"
+    lines.append(f"| {seed} ({head}) | " + " | ".join(
+        f"{mine[w]['agreement']:.3f} [{mine[w]['lo']:.3f}, {mine[w]['hi']:.3f}]"
+        if w in mine else "–" for w in code_batch.WORD) + " |")
   lines += ["", f"## Largest gaps of the induction head's proxy (cells with n ≥ {MIN_N})", ""]
   for split in ood:
     cells = sorted((g for g in s["gaps"] if g["group"] == "category_word" and g["split"] == split

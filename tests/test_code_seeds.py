@@ -26,11 +26,13 @@ def make_run(root, seed, induction_head, agreement):
             for split in ("iid", "ood_c")]
     (run / "eval" / f"svd_layer1_head{h}_q+k_4.json").write_text(json.dumps(rows))
     (run / "eval" / f"svd_layer1_head{h}_q+k_4_by_group.json").write_text("[]")
-    gaps += [{"head": h, "layer": 1, "group": "word", "bucket": "repeated rare word",
+    gaps += [{"head": h, "layer": 1, "group": group, "bucket": bucket,
               "split": split, "n": 1000, "agreement": agreement(h, split),
+              "agreement_lo": agreement(h, split) - 0.02, "agreement_hi": agreement(h, split),
               **({"gap": agreement(h, "iid") - agreement(h, split), "gap_lo": 0.01,
                   "gap_hi": 0.2} if split != "iid" else {})}
-             for split in ("iid", "ood_c")]
+             for split in ("iid", "ood_c")
+             for group, bucket in (("word", "repeated rare word"), ("all", "all"))]
     gaps.append({"head": h, "layer": 1, "group": "word", "bucket": "outside word",
                  "split": "ood_c", "n": 5000, "agreement": 0.8, "gap": 0.1, "gap_lo": -0.1,
                  "gap_hi": 0.3})
@@ -59,6 +61,10 @@ def test_heads_are_compared_by_role_with_intervals_over_seeds(tmp_path):
   versus = {v["bucket"]: v for v in summary["versus_outside"]}
   assert versus["repeated rare word"]["mean"] == pytest.approx(0.3 - 0.1)  # paired per seed
   assert versus["first rare word"]["seeds"] == 0  # no such bucket in the fake gaps
+  assert summary["versus_others"][0]["mean"] == pytest.approx(0.3 - 0.1)  # 0.9 - 0.8 others
+  iid = [v for v in summary["per_seed_iid"] if v["bucket"] == "repeated rare word"]
+  assert [(v["seed"], v["head"], v["agreement"]) for v in iid] == [(0, 3, 0.9), (1, 1, 0.9),
+                                                                   (2, 2, 0.9)]
   model = summary["model"][0]
   assert model["accuracy_model"]["mean"] == pytest.approx(0.61)
   md = code_seeds.markdown(summary, "test")
