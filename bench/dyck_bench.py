@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 
 import proxies  # noqa: E402
 from data import dyck  # noqa: E402
-from experiments import cli, tasks  # noqa: E402
+from experiments import cli  # noqa: E402
+from pipeline import tasks  # noqa: E402
 from models import mesh, training, transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
@@ -225,7 +226,7 @@ def main():
   if args.part == "sweep" and args.run:  # the run's own task, model and data
     try:
       task, model_cfg, params = tasks.load_trained(args.run)
-    except cli.UsageError as e:
+    except cli.BAD_INPUT as e:
       sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
     return sweep_ratio(task, model_cfg, params, ranks, args.repeats, args.batch_size)
   task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)

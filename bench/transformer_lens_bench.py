@@ -38,9 +38,9 @@ except ImportError:
   sys.exit("bench/transformer_lens_bench.py needs the peer extra: pip install -e '.[peer]'")
 
 import proxies  # noqa: E402
-from experiments import cli, tasks  # noqa: E402
-from pipeline import evaluation, rundir
+from experiments import cli  # noqa: E402
 from models import transformer  # noqa: E402
+from pipeline import evaluation, rundir, tasks  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 COMPARED = ("agreement", "accuracy_proxy", "accuracy_model", "attention_jsd", "tv")
@@ -160,7 +160,7 @@ def main() -> None:
   try:
     run_dir = args.run or rundir.latest_run(task="dyck")
     task, model_cfg, params = tasks.load_trained(run_dir)
-  except cli.UsageError as e:
+  except cli.BAD_INPUT as e:
     sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
   spec = proxies.ProxySpec("svd", ((args.layer, args.head),), ("q", "k"), tuple(args.ranks),
                            (("centered", False), ("separate", False)))

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+import proxies
 from experiments import aggregate, reproduce
 from tests import tiny
 
@@ -26,7 +27,9 @@ def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   seen = {(r["model_seed"], r["layer"], aggregate.family(r), r["split"]) for r in rows}
   # Four families on each layer, and k-means fitted separately too on the last.
   assert len(seen) == len(SMOKE.seeds) * (4 + 5) * 5
-  assert {aggregate.family(r) for r in rows if r["layer"] == "1"} == set(aggregate.FAMILIES)
+  # Every registered kind, and k-means fitted separately too on the last.
+  assert ({aggregate.family(r) for r in rows if r["layer"] == "1"}
+          == set(proxies.KINDS) | {"kmeans separate"})
   assert {r.get("rank") or r.get("k") for r in rows if r["proxy"] == "svd"} == {"1", "2", "8"}
   # Full rank is the model itself, on every seed, layer and split.
   full = [r for r in rows if r["proxy"] == "svd" and r["rank"] == "8"]
