@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sysconfig
-from collections.abc import Sequence
 
 import numpy as np
 

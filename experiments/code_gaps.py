@@ -29,7 +29,7 @@ import proxies
 from data import code_batch
 from experiments import cli
 from pipeline import evaluation, rundir, tasks
-from models import atomic, checkpoints, mesh, training
+from models import atomic, checkpoints, mesh
 
 COUNTS = ("n", "agree", "correct_model", "correct_proxy")
 LEVEL = 0.95

@@ -17,7 +17,7 @@ import tqdm
 
 import proxies
 from pipeline import errors, rundir
-from models import mesh as mesh_lib, transformer
+from models import mesh as mesh_lib
 from proxies import faithfulness
 
 MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart

@@ -41,8 +41,8 @@ def trained(tmp_path_factory):
 
 
 # Modules whose tests run the commands, train, or start processes.
-END_TO_END = {"test_cli", "test_resume", "test_reproduce", "test_sharding", "test_api",
-              "test_registry"}
+END_TO_END = {"test_cli", "test_bad_input", "test_resume", "test_reproduce", "test_sharding",
+              "test_api", "test_registry"}
 
 
 def pytest_collection_modifyitems(items):
