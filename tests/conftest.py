@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules: a tiny trained Dyck run, made once per session; and
-the `slow` marker on end-to-end tests (`python -m pytest -m "not slow"`: the unit tests)."""
+the `slow` marker on end-to-end tests (and on a few single tests that compile or fit for
+many seconds, marked where they are): `python -m pytest -m "not slow"` runs the unit tests."""
 
 import os
 

@@ -90,6 +90,7 @@ def test_batch_size_does_not_change_the_result(params, inputs):
     assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.slow  # compiles four programs for their cost analysis
 def test_work_upstream_of_the_site_is_done_once(params, inputs):
   """FLOPs of the program grow with the number of settings only by the work downstream of
   the simplified site: a sweep on layer 1 adds less per setting than one on layer 0."""
@@ -116,6 +117,7 @@ def test_proxy_spec_labels_and_round_trip():
   assert spec.to_dict()["options"] == {"centered": True}
 
 
+@pytest.mark.slow  # compiles every (width, slots) shape of the ladder twice
 def test_length_buckets_and_read_out_slots_give_the_same_sums_as_full_padding():
   """Per-string and per-group sums of a bucketed, slot-gathered evaluation equal a direct
   computation at every position of full-width arrays (the plain definition)."""

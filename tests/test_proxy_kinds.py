@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from sklearn.cluster import KMeans
 
 import proxies
@@ -18,6 +19,7 @@ def gaussian_mixture(n, d, centers, seed):
   return (means[rng.integers(0, centers, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
+@pytest.mark.slow  # 16 data sets x K, each fitted by us and by scikit-learn
 def test_kmeans_inertia_within_one_percent_of_scikit_learn():
   """Same data, same number of k-means++ restarts. Both fits are random: which restart
   lands in the best basin is luck, and single cases below go either way by up to ~3 %
