@@ -130,12 +130,18 @@ class LinenSites:
   widths: Mapping[Site, int]  # the sites exposed, and their widths
   weights: Callable[[Any, int, int], dict[str, jax.Array]] | None = None
 
+  def __post_init__(self):
+    # Kept as sorted pairs, so that the adapter hashes: the engine keeps one compiled
+    # program per model, and a second evaluation of the same model compiles nothing.
+    object.__setattr__(self, "widths", tuple(sorted((Site(s), int(w))
+                                                    for s, w in dict(self.widths).items())))
+
   @property
   def sites(self) -> frozenset[Site]:
-    return frozenset(Site(s) for s in self.widths)
+    return frozenset(s for s, _ in self.widths)
 
   def width(self, site: Site) -> int:
-    return self.widths[Site(site)]
+    return dict(self.widths)[Site(site)]
 
   def head_weights(self, params, layer: int, head: int) -> dict[str, jax.Array]:
     if self.weights is None:

@@ -61,7 +61,7 @@ def fit_proxy(task, model, params, spec: proxies.ProxySpec, n_fit: int,
       n_vectors = min(sizes) if dict(spec.options).get("separate") else sum(sizes)
       for k in spec.values:
         errors.check_range("k", k, 1, min(n_vectors, MAX_K),
-                        f" ({n_vectors} vectors to cluster from {n_fit} strings)")
+                           f" ({n_vectors} vectors to cluster from {n_fit} strings)")
   else:
     fit_inputs = [{} for _ in spec.heads]
   return proxies.fit(spec, fit_inputs)
@@ -75,15 +75,15 @@ def program_for(model, decision, pad_id: int, groups: tuple[tuple[str, int], ...
   """One faithfulness program per (model, decision, groups, mesh), kept for the process:
   a second evaluation of the same shapes, of any sweep of the same proxy structure,
   compiles nothing. (A model that cannot be hashed gets a new program each time.)"""
+  make = lambda: faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups), mesh)
   key = (model, decision, pad_id, groups, mesh)
   try:
-    hash(key)
-  except TypeError:
-    return faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups), mesh)
-  if key not in _PROGRAMS:
-    _PROGRAMS[key] = faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups),
-                                                      mesh)
-  return _PROGRAMS[key]
+    program = _PROGRAMS.get(key)
+  except TypeError:  # a model that cannot be hashed
+    return make()
+  if program is None:
+    program = _PROGRAMS[key] = make()
+  return program
 
 
 @dataclasses.dataclass(frozen=True)

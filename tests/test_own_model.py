@@ -180,6 +180,8 @@ def test_a_user_model_is_fitted_and_evaluated_like_the_builtin_one(params, kind,
       assert x[metric] == pytest.approx(y[metric], abs=1e-4), (kind, metric)
   if kind == "svd":
     assert a.rows[0]["agreement"] < 1.0 and a.rows[0]["attention_jsd"] > 1e-4
+  # The user's model keeps its compiled program too: a second evaluation compiles nothing.
+  assert theirs.evaluate(theirs.fit(kind, values, heads=heads, n_fit=8)).compilations == 0
   assert [r["bucket"] for r in b.by("parity")][:2] == ["even", "odd"]
 
 
