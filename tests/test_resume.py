@@ -78,11 +78,19 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(reference, t
     proc = subprocess.Popen(train_cmd(run_dir, data_dir), env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     # Let it make progress past the last kill (however slow the machine), then kill it at a
-    # random moment: mid-step, mid-checkpoint or mid-log.
+    # random moment: mid-step, mid-checkpoint or mid-log. The moment is drawn within two
+    # logging intervals of this run, timed as it goes, so that a kill lands a few steps on
+    # whatever the machine's speed (a fixed delay let a fast machine finish in 4 kills).
     deadline = time.time() + 300
-    while logged_step(run_dir) <= last and proc.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 0.8))
+
+    def wait_past(step):
+      while logged_step(run_dir) <= step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+
+    wait_past(last)
+    start, seen = time.time(), logged_step(run_dir)
+    wait_past(seen)
+    time.sleep(rng.uniform(0.0, 2 * (time.time() - start)))
     if proc.poll() is not None:  # finished before the kill
       assert proc.returncode == 0, proc.stderr.read()
       break
