@@ -9,11 +9,11 @@
   sweep.save("svd_both")  # svd_both.json + svd_both.npz; Sweep.load("svd_both") reads it
 
 Bad requests raise domain errors (`proxies.ProxyError`, `pipeline.errors.RunError`, both
-ValueErrors), never exit the process. A `Run` is a task (its data and splits), a model seen through the site interface
-(`models.sites.SiteModel`: the built-in Transformer, or any Flax Linen model through
-`models.sites.LinenSites`) and its parameters. Evaluations share one compiled program per
-(model, scoring), so a second `evaluate` of the same shapes compiles nothing
-(`result.compilations`).
+ValueErrors) and never exit the process. A `Run` is a task (its data and splits), a model
+seen through the site interface (`models.sites.SiteModel`: the built-in Transformer, or any
+Flax Linen model through `models.sites.LinenSites`) and its parameters. Evaluations share
+one compiled program per (model, scoring), so a second `evaluate` of the same shapes
+compiles nothing (`result.compilations`).
 """
 
 from __future__ import annotations
