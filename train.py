@@ -37,9 +37,21 @@ def parse(argv: Sequence[str]):
   # Model fields left unset take the task's defaults (code: 4 heads, d_model 256).
   cli.add_dataclass_flags(parser, transformer.ModelConfig, skip=("vocab_size", "seq_len"),
                           unset=True)
-  cli.add_dataclass_flags(parser, training.TrainConfig)
+  cli.add_dataclass_flags(parser, training.TrainConfig, skip=("keep",))
+  parser.add_argument("--keep", type=keep_count, default=training.TrainConfig.keep,
+                      help="checkpoints kept, the newest; 'all' keeps every one (default: 3)")
   parser.add_argument("--data_seed", type=int, default=0, help="seed of the data (default: 0)")
   return parser.parse_args(argv)
+
+
+def keep_count(text: str) -> int:
+  """'all' -> 0 (every checkpoint), else a count."""
+  if text == "all":
+    return 0
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a count or 'all', got {text!r}") from None
 
 
 def make_task(args: argparse.Namespace):

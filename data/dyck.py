@@ -1,4 +1,4 @@
-"""Dyck-(k, m) strings: the Hewitt/Murty sampler, segment structures, the five test splits.
+"""Dyck-(k, m) strings: the Hewitt/Murty sampler, segment structures, the splits.
 
 A string is an int array of bracket ids (no START/END): open bracket of type j is id j,
 its close is id k + j (Yao's order). `Vocab` adds START, END and PAD and spells tokens as
@@ -24,8 +24,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import tqdm
 
-SPLITS = ("train", "iid", "seen_struct", "unseen_struct_short", "unseen_struct_long", "unseen_depth")
-TEST_SPLITS = SPLITS[1:]
+SPLITS = ("train", "iid", "seen_struct", "unseen_struct_short", "unseen_struct_long",
+          "unseen_depth", "val_depth", "long_shallow", "unseen_depth_plain")
+# What a model is selected on (checkpoints, thresholds): never reported as a test split.
+VALIDATION_SPLITS = ("val_depth",)
+TEST_SPLITS = tuple(s for s in SPLITS[1:] if s not in VALIDATION_SPLITS)
+# The control for unseen_depth: as long, with spans as long, but never deeper than m.
+CONTROL_SPLITS = {"long_shallow": "unseen_depth"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,19 +129,21 @@ class Vocab:
 
 def sample(rng: np.random.Generator, n: int, *, n_types: int, depth_cap: int,
            min_length: int, max_length: int, chunk: int = 8192,
-           progress: Callable[[int], object] | None = None) -> list[np.ndarray]:
+           progress: Callable[[int], object] | None = None,
+           close_prob: np.ndarray | None = None) -> list[np.ndarray]:
   """Draws `n` strings from the automaton, `chunk` candidates at a time (`progress` is told
-  how many strings each chunk added)."""
+  how many strings each chunk added). `close_prob[d]`: the probability of closing at depth
+  d (0 < d < depth_cap) instead of the automaton's 1/2, for the long-shallow control."""
   out: list[np.ndarray] = []
   while len(out) < n:
-    drawn = _sample_chunk(rng, chunk, n_types, depth_cap, min_length, max_length)
+    drawn = _sample_chunk(rng, chunk, n_types, depth_cap, min_length, max_length, close_prob)
     if progress:
       progress(min(len(drawn), n - len(out)))
     out.extend(drawn)
   return out[:n]
 
 
-def _sample_chunk(rng, b, k, depth_cap, min_length, max_length):
+def _sample_chunk(rng, b, k, depth_cap, min_length, max_length, close_prob=None):
   ids = np.zeros((b, max_length + 1), np.int32)
   stack = np.zeros((b, depth_cap + 1), np.int32)
   depth = np.zeros(b, np.int32)
@@ -144,11 +151,13 @@ def _sample_chunk(rng, b, k, depth_cap, min_length, max_length):
   running = np.ones(b, bool)
   rows = np.arange(b)
   for t in range(max_length + 1):
-    coin = rng.random(b) < 0.5
+    u = rng.random(b)
+    coin = u < 0.5
     kind = rng.integers(k, size=b)
     empty, full = depth == 0, depth == depth_cap
     end = running & empty & coin & (length >= min_length)
-    close = running & ~empty & (full | coin)
+    close_coin = coin if close_prob is None else u < close_prob[depth]
+    close = running & ~empty & (full | close_coin)
     open_ = running & ~end & ~close
     running &= ~end
     top = stack[rows, np.maximum(depth - 1, 0)]
@@ -193,17 +202,24 @@ def stack_tops(ids_NxL: np.ndarray, n_types: int) -> tuple[np.ndarray, np.ndarra
   return depth_before_NxL.astype(np.int32), top_NxL
 
 
-def scored_key_depths(strings: Sequence[np.ndarray], n_types: int) -> np.ndarray:
-  """int[N, L]: at each close whose open is at least MIN_DISTANCE tokens back (a Murty
-  position), its key depth; 0 elsewhere."""
+def scored_closes(strings: Sequence[np.ndarray], n_types: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """int[N, L] twice: at each close whose open is at least MIN_DISTANCE tokens back (a
+  Murty position), its key depth and its distance to its open; 0 elsewhere."""
   lengths = [len(s) for s in strings]
   ids_NxL = np.full((len(strings), max(lengths, default=0)), 2 * n_types, np.int32)
   for i, s in enumerate(strings):
     ids_NxL[i, :len(s)] = s
   depth_NxL, top_NxL = stack_tops(ids_NxL, n_types)
   is_close = (ids_NxL >= n_types) & (ids_NxL < 2 * n_types)
-  far = np.arange(ids_NxL.shape[1]) - top_NxL >= MIN_DISTANCE
-  return np.where(is_close & far, depth_NxL, 0)
+  distance_NxL = np.arange(ids_NxL.shape[1]) - top_NxL
+  scored = is_close & (distance_NxL >= MIN_DISTANCE)
+  return np.where(scored, depth_NxL, 0), np.where(scored, distance_NxL, 0)
+
+
+def scored_key_depths(strings: Sequence[np.ndarray], n_types: int) -> np.ndarray:
+  """int[N, L]: the key depth of each Murty position, 0 elsewhere."""
+  return scored_closes(strings, n_types)[0]
 
 
 def segment_structures(ids: np.ndarray, n_types: int) -> list[bytes]:
@@ -234,6 +250,8 @@ def is_valid(ids: np.ndarray, n_types: int, depth_cap: int | None = None) -> boo
 
 # Murty et al.'s scored positions: closes whose matching open is at least this far back.
 MIN_DISTANCE = 10
+# Distance buckets: a close whose open is d tokens back falls in [edge_i, edge_i+1).
+DISTANCE_EDGES = (1, 5, 10, 20, 40, 80)
 
 # Candidates drawn per requested test string before a split is declared unreachable (e.g.
 # unseen short structures when training already covers every short skeleton).
@@ -312,6 +330,17 @@ def _generate(c: DyckConfig, bar: tqdm.tqdm) -> dict[str, list[np.ndarray]]:
 
   splits["unseen_depth"] = take(deeper(c, stream("unseen_depth", c.ood_depth_cap), bar),
                                 "unseen_depth")
+  # Validation: the same distribution from its own stream, disjoint from unseen_depth.
+  test_deep = {s.tobytes() for s in splits["unseen_depth"]}
+  splits["val_depth"] = take(
+      (s for s in deeper(c, stream("val_depth", c.ood_depth_cap), bar)
+       if s.tobytes() not in test_deep), "val_depth")
+  # The paper's description: deeper than m, not stratified (most deep closes at m+1..m+3).
+  splits["unseen_depth_plain"] = take(
+      (s for s in stream("unseen_depth_plain", c.ood_depth_cap)
+       if max_depth(s, c.n_types) > c.max_depth), "unseen_depth_plain")
+  bar.set_postfix_str("long_shallow")
+  splits["long_shallow"] = take(fresh(long_shallow(c, splits["unseen_depth"])), "long_shallow")
   return splits
 
 
@@ -344,6 +373,99 @@ def deeper(c: DyckConfig, candidates: Iterable[np.ndarray], bar: tqdm.tqdm | Non
           f"{d}:{n}" for d, n in share.items() if n))
 
 
+# ----------------------------------------------------------------------------------------
+# The long-shallow control
+
+# Bins of string length (brackets) the control is matched to unseen_depth on.
+LENGTH_EDGES = (0, 16, 32, 48, 64, 80, 96, 112)
+# Close probabilities tried at depths m-4..m-1 (below: the automaton's 1/2): the lower, the
+# longer a string lingers just under the cap, so the longer its strings and spans.
+CONTROL_CLOSE_PROBS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15)
+
+
+def length_bin(lengths) -> np.ndarray:
+  return np.searchsorted(LENGTH_EDGES, np.asarray(lengths), side="right") - 1
+
+
+def close_counts(strings: Sequence[np.ndarray], n_types: int, max_key_depth: int,
+                 distance_edges: Sequence[int] = DISTANCE_EDGES) -> np.ndarray:
+  """int[max_key_depth + 1, len(distance_edges)]: a split's Murty positions at each key
+  depth (<= max_key_depth) and distance bucket [edge_i, edge_i+1)."""
+  depth, distance = scored_closes(strings, n_types)
+  keep = (depth > 0) & (depth <= max_key_depth)
+  bucket = np.searchsorted(distance_edges, distance[keep], side="right") - 1
+  counts = np.zeros((max_key_depth + 1, len(distance_edges)), np.int64)
+  np.add.at(counts, (depth[keep], bucket), 1)
+  return counts
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+  p, q = p / max(p.sum(), 1e-12), q / max(q.sum(), 1e-12)
+  return float(0.5 * np.abs(p - q).sum())
+
+
+def control_close_prob(c: DyckConfig, p_low: float) -> np.ndarray:
+  prob = np.full(c.max_depth + 1, 0.5)
+  prob[max(1, c.max_depth - 4):c.max_depth] = p_low
+  return prob
+
+
+def _length_matched(c: DyckConfig, rng: np.random.Generator, close_prob: np.ndarray,
+                    target_share: np.ndarray, n: int, budget: int) -> list[np.ndarray]:
+  """`n` strings of the control sampler, as many in each length bin as `target_share`
+  asks (quotas filled in order of generation, within `budget` candidates)."""
+  quota = np.floor(target_share * n).astype(int)
+  quota[np.argmax(target_share)] += n - quota.sum()
+  found: list[np.ndarray] = []
+  for _ in range(0, budget, 4096):
+    for s in sample(rng, 4096, n_types=c.n_types, depth_cap=c.max_depth,
+                    min_length=c.min_length, max_length=c.max_length, close_prob=close_prob):
+      b = length_bin(len(s))
+      if quota[b] > 0:
+        quota[b] -= 1
+        found.append(s)
+    if len(found) == n:
+      break
+  return found
+
+
+def long_shallow(c: DyckConfig, target: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+  """long_shallow: depth <= m strings matched to `target` (unseen_depth) in length (its
+  histogram over LENGTH_EDGES, by quotas) and, as far as the sampler allows, in the key
+  depth x distance profile of its closes at key depth <= m: the close probability at depths
+  m-4..m-1 is the one of CONTROL_CLOSE_PROBS whose length-matched pilot sample is closest
+  to the target's profile (total variation), chosen on a pilot stream of its own."""
+  m = c.max_depth
+  lengths = length_bin([len(s) for s in target])
+  share = np.bincount(lengths, minlength=len(LENGTH_EDGES)) / len(target)
+  profile = close_counts(target, c.n_types, m).astype(float)
+  pilot_n = min(c.n_test, 500)
+  budget = MAX_CANDIDATES_PER_STRING * c.n_test
+
+  def mismatch(p_low: float) -> float:
+    rng = np.random.default_rng([c.seed, SPLITS.index("long_shallow") + 1, 1])
+    pilot = _length_matched(c, rng, control_close_prob(c, p_low), share, pilot_n, budget)
+    if len(pilot) < pilot_n:
+      return np.inf
+    return total_variation(close_counts(pilot, c.n_types, m), profile)
+
+  p_low = min(CONTROL_CLOSE_PROBS, key=mismatch)
+  yield from _length_matched(c, _rng(c.seed, "long_shallow"), control_close_prob(c, p_low),
+                             share, c.n_test, budget)
+
+
+def match_report(control: Sequence[np.ndarray], target: Sequence[np.ndarray], c: DyckConfig
+                 ) -> dict:
+  """How close the control is to its target: total variation of the length histograms
+  (LENGTH_EDGES) and of the key depth x distance profiles of closes at key depth <= m."""
+  hist = lambda strings: np.bincount(length_bin([len(s) for s in strings]),
+                                     minlength=len(LENGTH_EDGES)).astype(float)
+  prof = lambda strings: close_counts(strings, c.n_types, c.max_depth).astype(float)
+  return {"length_tv": round(total_variation(hist(control), hist(target)), 4),
+          "key_depth_distance_tv": round(total_variation(prof(control), prof(target)), 4),
+          "mean_length": [round(float(np.mean([len(s) for s in x])), 2)
+                          for x in (control, target)]}
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
   iterator = iter(items)
   while chunk := list(itertools.islice(iterator, size)):
@@ -364,7 +486,23 @@ def split_stats(strings: Sequence[np.ndarray], n_types: int) -> dict:
       # Murty positions (closes >= MIN_DISTANCE after their open) per key depth.
       "scored_closes_by_key_depth": {int(d): int(n) for d, n in enumerate(
           np.bincount(key_depths[key_depths > 0])) if n},
+      "length_histogram": {f"{LENGTH_EDGES[b]}+": int(n) for b, n in enumerate(
+          np.bincount(length_bin(lengths), minlength=len(LENGTH_EDGES))) if n},
+      "scored_closes_by_key_depth_distance": _depth_distance_counts(strings, n_types),
   }
+
+
+def _depth_distance_counts(strings: Sequence[np.ndarray], n_types: int) -> dict[str, int]:
+  """'<key depth> / <distance bucket>' -> Murty positions there."""
+  counts = close_counts(strings, n_types, max(max_depth(s, n_types) for s in strings))
+  labels = distance_labels()
+  return {f"{d} / {labels[j]}": int(counts[d, j])
+          for d in range(counts.shape[0]) for j in range(counts.shape[1]) if counts[d, j]}
+
+
+def distance_labels() -> list[str]:
+  e = DISTANCE_EDGES
+  return [f"{a}-{b - 1}" for a, b in zip(e, e[1:])] + [f"{e[-1]}+"]
 
 
 # ----------------------------------------------------------------------------------------

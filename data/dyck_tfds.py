@@ -17,9 +17,9 @@ import tensorflow_datasets as tfds
 
 from data import dyck, tfds_io
 
-# 1.1.0: unseen_depth stratified by the depth of its deepest scored close (1.0.0 kept any
-# string deeper than m, so deep closes were a few percent of its positions).
-_VERSION = tfds.core.Version("1.1.0")
+# 1.2.0: the validation deep split, the plain deep sample and the long-shallow control
+# (the six earlier splits unchanged: each split has its own random stream).
+_VERSION = tfds.core.Version("1.2.0")
 
 
 class DyckBuilderConfig(tfds.core.BuilderConfig):
@@ -31,10 +31,11 @@ class DyckBuilderConfig(tfds.core.BuilderConfig):
 
 
 class Dyck(tfds.core.GeneratorBasedBuilder):
-  """Six splits of Dyck-(k, m) bracket strings (see `data.dyck.SPLITS`)."""
+  """The splits of Dyck-(k, m) bracket strings (see `data.dyck.SPLITS`)."""
 
   VERSION = _VERSION
-  RELEASE_NOTES = {"1.1.0": "unseen_depth stratified by the depth of its deepest scored close"}
+  RELEASE_NOTES = {"1.1.0": "unseen_depth stratified by the depth of its deepest scored close",
+                   "1.2.0": "val_depth, unseen_depth_plain and long_shallow"}
   BUILDER_CONFIGS = [DyckBuilderConfig(dyck.DyckConfig())]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -55,6 +56,9 @@ class Dyck(tfds.core.GeneratorBasedBuilder):
         "config": dataclasses.asdict(config),
         "vocab": dyck.Vocab(config.n_types).tokens(),
         "splits": {name: dyck.split_stats(s, config.n_types) for name, s in splits.items()},
+        "controls": {control: {"target": target, **dyck.match_report(
+            splits[control], splits[target], config)}
+            for control, target in dyck.CONTROL_SPLITS.items()},
     }
     return {name: self._generate_examples(strings) for name, strings in splits.items()}
 

@@ -92,7 +92,8 @@ def _mismatch(expected: Any, stored: Any) -> str | None:
 
 class Checkpoints:
 
-  def __init__(self, run_dir: str, max_to_keep: int = 3):
+  def __init__(self, run_dir: str, max_to_keep: int | None = 3):
+    """`max_to_keep`: the newest checkpoints kept; None keeps every one."""
     self.directory = os.path.abspath(os.path.join(run_dir, "checkpoints"))
     self._manager = ocp.CheckpointManager(
         self.directory, item_handlers=ocp.StandardCheckpointHandler(),
@@ -143,6 +144,21 @@ class Checkpoints:
       raise CheckpointError(f"the checkpoints under {self.directory} do not fit this model "
                             f"config ({mismatch})")
     return None
+
+  def restore(self, step: int, like: Any) -> tuple[int, Any]:
+    """(step, state) of the checkpoint at `step`; CheckpointError if it is missing or not
+    whole (a damaged one is reported, never set aside here: a newer one may be the latest)."""
+    if step not in self.steps():
+      raise CheckpointError(f"no checkpoint at step {step} under {self.directory} (steps: "
+                            f"{', '.join(map(str, self.steps())) or 'none'})")
+    why = problem(self._step_dir(step))
+    if why is not None:
+      raise CheckpointError(f"checkpoint {self._step_dir(step)} is damaged ({why})")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    mismatch = _mismatch(abstract, self._manager.item_metadata(step))
+    if mismatch:
+      raise CheckpointError(f"the checkpoint at step {step} does not fit this model ({mismatch})")
+    return step, self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def close(self) -> None:
     self._manager.close()

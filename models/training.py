@@ -37,6 +37,7 @@ class TrainConfig:
   log_every: int = 100
   eval_every: int = 1000
   checkpoint_every: int = 1000
+  keep: int = 3  # checkpoints kept (the newest); 0: every one (a study of checkpoints)
 
   def __post_init__(self):
     for name, most in (("steps", 10**9), ("batch_size", 1 << 20), ("log_every", 10**9),
@@ -48,6 +49,8 @@ class TrainConfig:
       raise ValueError("learning_rate and grad_clip must be finite and > 0, weight_decay >= 0")
     if not 0 <= self.seed < 2**32:
       raise ValueError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
+    if not 0 <= self.keep <= 10**9:
+      raise ValueError(f"keep must be in 0..{10**9} (0: every checkpoint), got {self.keep}")
     if not 0 <= self.warmup_steps <= 10**9:
       raise ValueError(f"warmup_steps must be in 0..{10**9}, got {self.warmup_steps}")
 
@@ -55,7 +58,7 @@ class TrainConfig:
 # TrainConfig fields that only say how often to log, evaluate and save: they do not change
 # the trained parameters (a run killed at any moment resumes bitwise), so a resumed run may
 # change them.
-BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every")
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "keep")
 
 
 class TrainingError(Exception):
@@ -174,7 +177,7 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
   log = log if main else (lambda line: None)
   tx = optimizer(cfg)
   state = initial_state(model_cfg, cfg, mesh)
-  ckpt = checkpoints.Checkpoints(run_dir)
+  ckpt = checkpoints.Checkpoints(run_dir, max_to_keep=cfg.keep or None)
   restored = ckpt.restore_latest(state)
   start = 0
   if restored is not None:
@@ -235,17 +238,17 @@ def train(model_cfg: transformer.ModelConfig, cfg: TrainConfig, run_dir: str, pa
 
 
 def restore_params(run_dir: str, model_cfg: transformer.ModelConfig, cfg: TrainConfig,
-                   mesh: jax.sharding.Mesh | None = None):
-  """Parameters of the newest good checkpoint in `run_dir` (replicated over `mesh`), or
-  None if it has none."""
+                   mesh: jax.sharding.Mesh | None = None, step: int | None = None):
+  """Parameters of the newest good checkpoint in `run_dir` (or of the one at `step`),
+  replicated over `mesh`; None if there is none."""
   sharding = mesh_lib.replicated(mesh or mesh_lib.data_mesh())
   params = jax.eval_shape(lambda: transformer.init_params(model_cfg, cfg.seed))
   like = {"params": params, "opt_state": jax.eval_shape(optimizer(cfg).init, params)}
   like = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like)
-  ckpt = checkpoints.Checkpoints(run_dir)
+  ckpt = checkpoints.Checkpoints(run_dir, max_to_keep=None)  # reading removes nothing
   try:
-    restored = ckpt.restore_latest(like)
+    restored = ckpt.restore_latest(like) if step is None else ckpt.restore(step, like)
   finally:
     ckpt.close()
   return None if restored is None else restored[1]["params"]

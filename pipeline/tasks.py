@@ -22,8 +22,23 @@ from proxies import faithfulness, metrics
 
 TASKS = ("dyck", "code")
 
-# Distance buckets: a close whose open is d tokens back falls in [edge_i, edge_i+1).
-DISTANCE_EDGES = (1, 5, 10, 20, 40, 80)
+DISTANCE_EDGES = dyck.DISTANCE_EDGES
+POSITION_EDGES = (0, 16, 32, 48, 64, 80, 96, 112)  # where a target is in its string
+
+
+def _bin_labels(edges) -> list[str]:
+  return [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+
+
+def _span_depth(targets_NxL: np.ndarray, distance_NxL: np.ndarray, n_types: int) -> np.ndarray:
+  """int[N, L]: at each close, the deepest stack depth between its open and itself (at
+  least its key depth); -1 elsewhere."""
+  step = np.where(targets_NxL < n_types, 1, np.where(targets_NxL < 2 * n_types, -1, 0))
+  depth_after_NxL = np.cumsum(step, axis=1)
+  out = np.full(targets_NxL.shape, -1, np.int32)
+  for row, col in zip(*np.nonzero(distance_NxL > 0)):
+    out[row, col] = depth_after_NxL[row, col - distance_NxL[row, col]:col].max()
+  return out
 
 
 class DyckTask:
@@ -92,14 +107,20 @@ class DyckTask:
   def groups(self) -> dict[str, list[str]]:
     """Group name -> bucket labels. depth: the stack depth when the target is predicted
     (at a close, the depth of the open it matches, i.e. of the key the head must find);
-    distance: how far back that open is; depth_distance: the pair, '<depth> / <distance>'."""
-    depths = range(max(self.config.max_depth, self.config.ood_depth_cap) + 1)
-    edges = DISTANCE_EDGES
-    distances = [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
-    # Both at once: depth and distance go together (a deep close is usually far from its
-    # open), so a gap by one of them alone can be the other's.
-    both = [f"{d} / {dist}" for d in depths for dist in distances]
-    return {"depth": [str(d) for d in depths], "distance": distances, "depth_distance": both}
+    distance: how far back that open is; span_depth: the deepest the stack goes between
+    the open and its close; length: the string's length in brackets; position: where in
+    the string the target is. Depth goes with distance and length (a deep close is
+    usually far from its open, in a long string), so a gap by one of them alone can be
+    another's: depth_distance and depth_distance_length hold the cells that matched gaps
+    compare within ('<depth> / <distance>[ / <length>]')."""
+    depths = [str(d) for d in range(max(self.config.max_depth, self.config.ood_depth_cap) + 1)]
+    distances = dyck.distance_labels()
+    lengths = _bin_labels(dyck.LENGTH_EDGES)
+    return {"depth": depths, "distance": distances, "span_depth": depths, "length": lengths,
+            "position": _bin_labels(POSITION_EDGES),
+            "depth_distance": [f"{d} / {x}" for d in depths for x in distances],
+            "depth_distance_length": [f"{d} / {x} / {n}" for d in depths for x in distances
+                                      for n in lengths]}
 
   @functools.cached_property
   def strata(self) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -120,20 +141,32 @@ class DyckTask:
     strings = self.files[split] if split in self.files else self.data[split]
     b = dyck_batch.encode(strings, self.vocab, self.seq_len)
     distance = np.searchsorted(DISTANCE_EDGES, b.distance, side="right").astype(np.int32) - 1
-    depth_distance = np.where(distance >= 0, b.depth * len(DISTANCE_EDGES) + distance, -1)
+    n_distances, n_lengths = len(DISTANCE_EDGES), len(dyck.LENGTH_EDGES)
+    depth_distance = np.where(distance >= 0, b.depth * n_distances + distance, -1)
+    length_N = dyck.length_bin([len(s) for s in strings]).astype(np.int32)
+    length_NxL = np.broadcast_to(length_N[:, None], b.depth.shape)
+    cell = np.where(distance >= 0, depth_distance * n_lengths + length_NxL, -1)
+    position = np.searchsorted(POSITION_EDGES, np.arange(self.seq_len), side="right") - 1
     return {"inputs": b.inputs, "gold": b.gold, "scored": b.scored(scoring, self.vocab.n_types),
             "depth": b.depth, "distance": distance,
-            "depth_distance": depth_distance.astype(np.int32)}
+            "span_depth": _span_depth(b.targets, b.distance, self.vocab.n_types),
+            "length": np.ascontiguousarray(length_NxL),
+            "position": np.broadcast_to(position.astype(np.int32), b.depth.shape).copy(),
+            "depth_distance": depth_distance.astype(np.int32),
+            "depth_distance_length": cell.astype(np.int32)}
 
   def clusters(self, split: str) -> None:
     """None: strings are independent draws, so intervals resample strings."""
     return None
 
+  validation = dyck.VALIDATION_SPLITS
+
   def monitored(self) -> dict[str, dict[str, np.ndarray]]:
     """What training reports at each evaluation: name -> arrays whose scored positions the
-    model's accuracy is taken over. iid, and unseen_depth's closes deeper than m, so that
-    a log shows depth generalization as it grows (it keeps rising after iid saturates)."""
-    deep = dict(self.eval_arrays("unseen_depth"))
+    model's accuracy is taken over. iid, and the closes deeper than m of the *validation*
+    deep split (never a test split: checkpoints are chosen on what is logged), so that a
+    log shows depth generalization as it grows and moves after iid saturates."""
+    deep = dict(self.eval_arrays("val_depth"))
     deep["scored"] = deep["scored"] & (deep["depth"] > self.config.max_depth)
     return {"iid_accuracy": self.eval_arrays("iid"), "deep_accuracy": deep}
 

@@ -16,7 +16,8 @@ def splits():
 
 def test_every_string_is_valid_and_within_its_caps(splits):
   for name, strings in splits.items():
-    cap = SMALL.ood_depth_cap if name == "unseen_depth" else SMALL.max_depth
+    deep = name in ("unseen_depth", "val_depth", "unseen_depth_plain")
+    cap = SMALL.ood_depth_cap if deep else SMALL.max_depth
     for s in strings:
       assert dyck.is_valid(s, SMALL.n_types, cap), (name, s)
       assert SMALL.min_length <= len(s) <= SMALL.max_length
@@ -40,6 +41,42 @@ def test_structure_splits_are_what_they_are_named(splits):
   assert all(len(s) > SMALL.short_length for s in splits["unseen_struct_long"])
   for name in ("iid", "seen_struct", "unseen_struct_short", "unseen_struct_long"):
     assert not any(s.tobytes() in train for s in splits[name]), name
+
+
+def test_validation_and_plain_deep_splits(splits):
+  """val_depth: unseen_depth's distribution (stratified the same way) from its own stream,
+  sharing no string with it; unseen_depth_plain: any string deeper than m."""
+  m, k = SMALL.max_depth, SMALL.n_types
+  test = {s.tobytes() for s in splits["unseen_depth"]}
+  assert not any(s.tobytes() in test for s in splits["val_depth"])
+  deepest = lambda name: dyck.scored_key_depths(splits[name], k).max(axis=1)
+  assert sorted(deepest("val_depth")) == sorted(deepest("unseen_depth"))  # the same shares
+  assert all(dyck.max_depth(s, k) > m for s in splits["unseen_depth_plain"])
+  # Not stratified: most plain strings go no deeper than m+1 or m+2.
+  plain = np.array([dyck.max_depth(s, k) for s in splits["unseen_depth_plain"]])
+  assert (plain <= m + 2).mean() > 0.5
+  assert "val_depth" in dyck.VALIDATION_SPLITS and "val_depth" not in dyck.TEST_SPLITS
+
+
+def test_long_shallow_control_matches_unseen_depth_in_length_not_depth(splits):
+  """The control never goes deeper than m; its length histogram is unseen_depth's (by
+  quotas) and its key depth x distance profile is much closer to it than iid's is."""
+  m, k = SMALL.max_depth, SMALL.n_types
+  control, target = splits["long_shallow"], splits["unseen_depth"]
+  assert all(dyck.max_depth(s, k) <= m for s in control)
+  match = dyck.match_report(control, target, SMALL)
+  assert match["length_tv"] <= 0.02
+  assert match["key_depth_distance_tv"] < dyck.match_report(
+      splits["iid"], target, SMALL)["key_depth_distance_tv"]
+
+
+def test_close_probability_of_one_half_is_the_automaton():
+  """The control's sampler with every close probability 1/2 draws the plain automaton's
+  strings bitwise (the other splits' streams are untouched by the control)."""
+  draw = dict(n_types=3, depth_cap=5, min_length=4, max_length=30, chunk=256)
+  a = dyck.sample(np.random.default_rng(1), 200, **draw)
+  b = dyck.sample(np.random.default_rng(1), 200, close_prob=np.full(6, 0.5), **draw)
+  assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_unseen_depth_is_stratified_by_its_deepest_scored_close(splits):
