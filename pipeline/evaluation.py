@@ -16,7 +16,7 @@ import jax
 import tqdm
 
 import proxies
-from pipeline import errors, rundir
+from pipeline import confidence, errors, rundir
 from models import mesh as mesh_lib
 from proxies import faithfulness
 
@@ -43,18 +43,28 @@ def compile_counter() -> CompileCounter:
   return CompileCounter()
 
 
+def fitting_inputs(task, n_fit: int, fit_split: str | None = None):
+  """The sequences data-fitted proxies are fitted on: the first `n_fit` training strings,
+  or (`fit_split`, the fitting-distribution control) the first `n_fit` of that split."""
+  if fit_split is None:
+    return task.fit_inputs(n_fit)
+  known = (*task.splits, *getattr(task, "validation", ()))
+  errors.check_choice("fit_split", fit_split, known)
+  return task.eval_arrays(fit_split)["inputs"][:n_fit]
+
+
 def fit_proxy(task, model, params, spec: proxies.ProxySpec, n_fit: int,
-              mesh=None) -> proxies.Proxy:
+              mesh=None, fit_split: str | None = None) -> proxies.Proxy:
   """Fits `spec` at each of its heads on what its kind needs: the head's vectors on the
-  first `n_fit` training strings, the head's weights, or nothing. `model`: a
-  `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
+  first `n_fit` training strings (or of `fit_split`), the head's weights, or nothing.
+  `model`: a `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
   model = faithfulness.site_model(model)
   kind = proxies.KINDS[spec.kind]
   if kind.fits_on == "weights":
     fit_inputs = [mesh_lib.to_host(model.head_weights(params, l, h)) for l, h in spec.heads]
   elif kind.fits_on == "activations":
     fit_inputs = faithfulness.collect_activations(
-        model, params, task.fit_inputs(n_fit), task.pad_id, spec.heads, spec.sites,
+        model, params, fitting_inputs(task, n_fit, fit_split), task.pad_id, spec.heads, spec.sites,
         mesh=mesh)
     if kind.sweep == "k":
       sizes = [len(v) for v in fit_inputs[0].values()]  # clustered per site, or jointly
@@ -94,6 +104,7 @@ class EvalConfig:
   splits: tuple[str, ...]
   scoring: str = "murty"
   n_fit: int = 1000  # training strings the proxy is fitted on
+  fit_split: str | None = None  # fit on this split's strings instead (a control)
   batch_size: int = 256
   seed: int = 0  # of the bootstrap (a kind's own seed is an option of its spec)
   n_bootstrap: int = 1000
@@ -112,17 +123,20 @@ class Evaluation:
 def evaluate(task, model, params, spec: proxies.ProxySpec, *,
              splits: Sequence[str], scoring: str = "murty", n_fit: int = 1000,
              batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000,
-             mesh=None, proxy: proxies.Proxy | None = None) -> Evaluation:
+             mesh=None, proxy: proxies.Proxy | None = None,
+             fit_split: str | None = None) -> Evaluation:
   """Fits `spec` (unless `proxy` is its fit already) and evaluates it on `splits`, batches
   split over `mesh` (default: every device). Every process gets the same rows. `model`: a
   `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
   model = faithfulness.site_model(model)
   with progress(spec, splits) as bar:
     if proxy is None:
-      proxy = fit_proxy(task, model, params, spec, n_fit, mesh)
+      proxy = fit_proxy(task, model, params, spec, n_fit, mesh, fit_split)
     bar.update()
-    groups = task.groups
-    program = program_for(model, task.decision(scoring), task.pad_id,
+    # The model's confidence is a group of every task: agreement at equal confidence.
+    groups = {**task.groups, confidence.GROUP: confidence.LABELS}
+    decision = task.decision(scoring)
+    program = program_for(model, decision, task.pad_id,
                           tuple((g, len(labels)) for g, labels in groups.items()), mesh)
     program.shapes.clear()  # count the shapes this evaluation runs
     counter = compile_counter()
@@ -130,7 +144,9 @@ def evaluate(task, model, params, spec: proxies.ProxySpec, *,
     rows, group_rows = [], []
     for split in splits:
       bar.set_postfix_str(split)
-      arrays = task.eval_arrays(split, scoring)
+      arrays = dict(task.eval_arrays(split, scoring))
+      arrays[confidence.GROUP] = confidence.buckets(confidence.margins(
+          model, params, arrays, decision, task.pad_id, batch_size, mesh))
       counter.active = True
       result = faithfulness.evaluate(program, params, proxy, arrays, batch_size, task.pad_id)
       counter.active = False
@@ -143,7 +159,7 @@ def evaluate(task, model, params, spec: proxies.ProxySpec, *,
       intervals = result.bootstrap(n_bootstrap, seed, clusters=task.clusters(split))
       for label, summary, interval, stratum in zip(labels, result.summary(), intervals, strata):
         rows.append({**label, **summary, **stratum, **interval, "scoring": scoring,
-                     "n_fit": n_fit})
+                     "n_fit": n_fit, "fit_split": fit_split or "train"})
       for group, bucket_labels in groups.items():
         for label, buckets in zip(labels, result.by_group(group)):
           group_rows += [{**label, "group": group, "bucket": bucket_labels[b], **buckets[b]}
@@ -158,7 +174,8 @@ def run(task, model, params, config: EvalConfig, proxy: proxies.Proxy | None = N
   """`evaluate` of what `config` says."""
   return evaluate(task, model, params, config.spec, splits=config.splits,
                   scoring=config.scoring, n_fit=config.n_fit, batch_size=config.batch_size,
-                  seed=config.seed, n_bootstrap=config.n_bootstrap, mesh=mesh, proxy=proxy)
+                  seed=config.seed, n_bootstrap=config.n_bootstrap, mesh=mesh, proxy=proxy,
+                  fit_split=config.fit_split)
 
 
 def progress(spec: proxies.ProxySpec, splits: Sequence[str]) -> tqdm.tqdm:
@@ -171,8 +188,9 @@ def progress(spec: proxies.ProxySpec, splits: Sequence[str]) -> tqdm.tqdm:
   return bar
 
 
-def file_stem(spec: proxies.ProxySpec) -> str:
-  """A name that tells sweeps apart: kind, layer, head, sites, values, non-default options."""
+def file_stem(spec: proxies.ProxySpec, fit_split: str | None = None) -> str:
+  """A name that tells sweeps apart: kind, layer, head, sites, values, non-default options,
+  and the split fitted on when it is not the training set."""
   defaults = proxies.KINDS[spec.kind].options
   parts = [spec.kind, f"layer{spec.layer}", f"head{spec.head}", "+".join(spec.sites)]
   if spec.values:
@@ -182,6 +200,8 @@ def file_stem(spec: proxies.ProxySpec) -> str:
       parts.append(name)
     elif not isinstance(value, bool) and value != defaults.get(name):
       parts.append(f"{name}{value}")
+  if fit_split is not None:
+    parts.append(f"fit-{fit_split}")
   return "_".join(parts)
 
 
