@@ -25,9 +25,9 @@ import numpy as np
 import tqdm
 
 SPLITS = ("train", "iid", "seen_struct", "unseen_struct_short", "unseen_struct_long",
-          "unseen_depth", "val_depth", "long_shallow", "unseen_depth_plain")
+          "unseen_depth", "val_depth", "long_shallow", "unseen_depth_plain", "val_iid")
 # What a model is selected on (checkpoints, thresholds): never reported as a test split.
-VALIDATION_SPLITS = ("val_depth",)
+VALIDATION_SPLITS = ("val_iid", "val_depth")
 TEST_SPLITS = tuple(s for s in SPLITS[1:] if s not in VALIDATION_SPLITS)
 # The control for unseen_depth: as long, with spans as long, but never deeper than m.
 CONTROL_SPLITS = {"long_shallow": "unseen_depth"}
@@ -273,7 +273,7 @@ def _rng(seed: int, split: str) -> np.random.Generator:
 
 
 def generate(config: DyckConfig) -> dict[str, list[np.ndarray]]:
-  """All six splits (SPLITS), deterministic in `config`. The default sizes take minutes on
+  """Every split (SPLITS), deterministic in `config`. The default sizes take minutes on
   a CPU, so a progress bar counts the strings found (on a terminal only: tqdm's
   `disable=None`, so logs and tests stay clean)."""
   bar = tqdm.tqdm(total=config.n_train + len(TEST_SPLITS) * config.n_test,
@@ -310,6 +310,9 @@ def _generate(c: DyckConfig, bar: tqdm.tqdm) -> dict[str, list[np.ndarray]]:
 
   splits = {"train": train}
   splits["iid"] = take(fresh(stream("iid", c.max_depth)), "iid")
+  test_iid = {s.tobytes() for s in splits["iid"]}
+  splits["val_iid"] = take((s for s in fresh(stream("val_iid", c.max_depth))
+                            if s.tobytes() not in test_iid), "val_iid")
 
   pools: dict[str, list[np.ndarray]] = {
       "seen_struct": [], "unseen_struct_short": [], "unseen_struct_long": []}

@@ -17,9 +17,9 @@ import tensorflow_datasets as tfds
 
 from data import dyck, tfds_io
 
-# 1.2.0: the validation deep split, the plain deep sample and the long-shallow control
-# (the six earlier splits unchanged: each split has its own random stream).
-_VERSION = tfds.core.Version("1.2.0")
+# 1.3.0: the validation splits (iid and deep), the plain deep sample and the long-shallow
+# control (the six earlier splits unchanged: each split has its own random stream).
+_VERSION = tfds.core.Version("1.3.0")
 
 
 class DyckBuilderConfig(tfds.core.BuilderConfig):
@@ -35,7 +35,7 @@ class Dyck(tfds.core.GeneratorBasedBuilder):
 
   VERSION = _VERSION
   RELEASE_NOTES = {"1.1.0": "unseen_depth stratified by the depth of its deepest scored close",
-                   "1.2.0": "val_depth, unseen_depth_plain and long_shallow"}
+                   "1.3.0": "val_iid, val_depth, unseen_depth_plain and long_shallow"}
   BUILDER_CONFIGS = [DyckBuilderConfig(dyck.DyckConfig())]
 
   def _info(self) -> tfds.core.DatasetInfo:

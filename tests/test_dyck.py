@@ -56,6 +56,9 @@ def test_validation_and_plain_deep_splits(splits):
   plain = np.array([dyck.max_depth(s, k) for s in splits["unseen_depth_plain"]])
   assert (plain <= m + 2).mean() > 0.5
   assert "val_depth" in dyck.VALIDATION_SPLITS and "val_depth" not in dyck.TEST_SPLITS
+  iid = {s.tobytes() for s in splits["iid"] + splits["train"]}
+  assert not any(s.tobytes() in iid for s in splits["val_iid"])
+  assert all(dyck.max_depth(s, k) <= m for s in splits["val_iid"])
 
 
 def test_long_shallow_control_matches_unseen_depth_in_length_not_depth(splits):
