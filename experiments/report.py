@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from experiments import aggregate
+from experiments import aggregate, depth_controls
 from models import atomic
 
 def _fmt(interval: tuple[float, float, float], digits: int = 3) -> str:
@@ -240,13 +240,147 @@ def mechanism_section(mechanisms: list[dict], train_depth: int) -> list[str]:
   return out + _table(["", *header], body) + [""]
 
 
+def _sorted_settings(rows: list[dict], layer: int) -> list[aggregate.Setting]:
+  return sorted({aggregate.setting(r) for r in rows if r["layer"] == layer},
+                key=lambda s: (aggregate.families().index(s[0]), s[2] or 0))
+
+
+def depth_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int],
+                  train_depth: int) -> list[str]:
+  """The deep-close gap split into its depth part and its length/span part
+  (`depth_controls.decomposition`)."""
+  m = train_depth
+  found = depth_controls.decomposition(group_rows, m)
+  if not found:
+    return []
+  out = ["## Is the gap past the training depth about depth?", "",
+         f"Deep closes (key depth > {m}, unseen_depth) sit in long strings, far from their "
+         "opens. *total*: agreement on iid closes at key depth 1.."
+         f"{m - 1} minus agreement on deep closes (the deep-closes gap above). *depth*: "
+         f"agreement on shallow closes (key depth 1..{m - 1}, of unseen_depth and its "
+         "long_shallow control) in the same distance bucket and string-length bucket as "
+         "the deep closes, reweighted to the deep closes' cells, minus agreement on those "
+         "deep closes: the part depth explains with distance and length held fixed. "
+         "*length/span*: total − depth, the part already there in shallow closes as long "
+         "and as far from their opens. *share*: depth / total of the means. Mean [95 % "
+         "interval] over seeds; *coverage*: fraction of deep closes in cells with a shallow "
+         "reference. The first row of each table is the model's own accuracy, decomposed "
+         "the same way.", ""]
+  for layer in layers:
+    body = []
+    settings = [s for s in _sorted_settings(rows, layer) if s in found]
+    if not settings:
+      continue
+    model = found[settings[0]]
+    def cells(d, metric):
+      total, depth = d[f"{metric} total"], d[f"{metric} matched"]
+      share = depth[0] / total[0] if total[0] else float("nan")
+      return [_fmt(total), _fmt(depth), _fmt(d[f"{metric} rest"]),
+              "–" if math.isnan(share) or total[0] < 0.02 else f"{share:.2f}",
+              f"{d['coverage'][0]:.2f}"]
+    body.append(["model accuracy"] + cells(model, "accuracy_model"))
+    body += [[aggregate.setting_label(s)] + cells(found[s], "agreement") for s in settings]
+    out += [f"### Layer {layer} head 0 simplified", ""]
+    out += _table(["", "total gap", "depth", "length/span", "share", "coverage"], body)
+    out += [""]
+  return out
+
+
+def margin_section(group_rows: list[dict], rows: list[dict], splits: Sequence[str],
+                   layers: Sequence[int]) -> list[str]:
+  """The gap to each OOD split, pooled and at equal model confidence."""
+  ood = [s for s in splits if s != "iid"]
+  found = depth_controls.margin_matched(group_rows, ood)
+  if not found:
+    return []
+  out = ["## The gap at equal model confidence", "",
+         "agreement(iid) − agreement(split): pooled, then within bins of the model's top-1 "
+         "margin (probability of its first choice minus its second among the closing "
+         "brackets; bins 0-0.1, 0.1-0.25, 0.25-0.5, 0.5-0.75, 0.75-0.9, 0.9-1) reweighted "
+         "to the split's margins. Where the matched gap is much smaller than the pooled "
+         "one, the proxy disagrees mostly where the model itself is unsure. Mean [95 % "
+         "interval] over seeds.", ""]
+  for layer in layers:
+    body = []
+    for s in _sorted_settings(rows, layer):
+      cells = [aggregate.setting_label(s)]
+      for split in ood:
+        d = found.get((s, split))
+        cells.append("–" if d is None else f"{_fmt(d['raw'])}; at equal margin "
+                     f"{_fmt(d['matched'])}")
+      body.append(cells)
+    out += [f"### Layer {layer} head 0 simplified", ""] + _table(["proxy", *ood], body) + [""]
+  return out
+
+
+def plain_deep_section(model_rows: list[dict], train_depth: int) -> list[str]:
+  """The model's pooled accuracy on the plain deep sample, beside the paper's figure."""
+  if not model_rows:
+    return []
+  splits = list(dict.fromkeys(r["split"] for r in model_rows))
+  scorings = list(dict.fromkeys(r["scoring"] for r in model_rows))
+  acc = aggregate.across_seeds(model_rows, lambda r: (r["split"], r["scoring"]), "accuracy")
+  body = [[split] + [_fmt(acc[(split, sc)]) if (split, sc) in acc else "–" for sc in scorings]
+          for split in splits]
+  return ["## The model's pooled accuracy, like for like", "",
+          f"unseen_depth_plain is the deep split as the paper describes it: strings of the "
+          f"same sampler with a larger depth cap, kept when deeper than {train_depth}, not "
+          "stratified (most of their deep closes lie at the first depths past the training "
+          "depth, most of their closes are shallow). Its pooled accuracy is the number to "
+          "set beside the paper's; unseen_depth is stratified by its deepest close. "
+          "`murty`: closes at distance ≥ 10; `all_closes`: every close. Mean [95 % "
+          "interval] over seeds.", ""] + _table(["split", *scorings], body) + [""]
+
+
+def fit_split_section(rows: list[dict], fit_rows: list[dict], splits: Sequence[str]
+                      ) -> list[str]:
+  """Proxies fitted on another split's strings against the same proxies fitted on training
+  strings."""
+  if not fit_rows:
+    return []
+  fit_split = fit_rows[0]["fit_split"]
+  settings = sorted({aggregate.setting(r) for r in fit_rows},
+                    key=lambda s: (s[1], aggregate.families().index(s[0]), s[2] or 0))
+  ours = aggregate.across_seeds(rows, lambda r: (aggregate.setting(r), r["split"]), "agreement")
+  theirs = aggregate.across_seeds(fit_rows, lambda r: (aggregate.setting(r), r["split"]),
+                                  "agreement")
+  deep = aggregate.across_seeds(rows, lambda r: (aggregate.setting(r), r["split"]),
+                                "agreement_deep")
+  deep_fit = aggregate.across_seeds(fit_rows, lambda r: (aggregate.setting(r), r["split"]),
+                                    "agreement_deep")
+  shown = [s for s in splits if any(r["split"] == s for r in fit_rows)]
+  body = []
+  for s in settings:
+    cells = [f"layer {s[1]}", aggregate.setting_label(s)]
+    for split in shown:
+      a, b = ours.get((s, split)), theirs.get((s, split))
+      cells.append("–" if a is None or b is None else f"{a[0]:.3f} → {_fmt(b)}")
+    a, b = deep.get((s, "unseen_depth")), deep_fit.get((s, "unseen_depth"))
+    cells.append("–" if a is None or b is None else f"{a[0]:.3f} → {_fmt(b)}")
+    body.append(cells)
+  return ["## Fitted on another distribution", "",
+          f"The data-fitted proxies fitted on {fit_split} strings (deep strings of a "
+          "validation split, disjoint from the test splits) instead of training strings: "
+          "agreement when fitted on training strings → when fitted on "
+          f"{fit_split} (mean [95 % interval] over seeds). If the depth gap came from "
+          "fitting on shallow data alone, fitting on deep strings would close it.", ""
+          ] + _table(["layer", "proxy", *shown, "deep closes (unseen_depth)"], body) + [""]
+
+
 def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
           group_rows: list[dict], splits: Sequence[str], layers: Sequence[int],
-          train_depth: int, figures: Sequence[str], mechanisms: Sequence[dict] = ()) -> None:
+          train_depth: int, figures: Sequence[str], mechanisms: Sequence[dict] = (),
+          model_rows: Sequence[dict] = (), fit_rows: Sequence[dict] = (),
+          extra: Sequence[str] = ()) -> None:
   pooled = aggregate.pooled_buckets(group_rows, "depth", splits=["unseen_depth"])
   lines = [f"# {title}", ""] + list(setup) + [""]
   lines += model_section(rows, splits)
+  lines += plain_deep_section(list(model_rows), train_depth)
   lines += faithfulness_section(rows, splits, layers)
+  lines += depth_section(group_rows, rows, layers, train_depth)
+  lines += margin_section(group_rows, rows, splits, layers)
+  lines += fit_split_section(rows, list(fit_rows), splits)
+  lines += list(extra)
   lines += estimation_section(rows, pooled, layers, train_depth)
   lines += depth_per_seed_section(pooled, rows, layers, train_depth)
   lines += error_section(group_rows, rows, layers, train_depth)

@@ -44,6 +44,13 @@ class Plan:
   train: training.TrainConfig = training.TrainConfig()  # its seed is replaced by each seed
   model: tuple[tuple[str, object], ...] = ()  # ModelConfig fields other than the defaults
   batch_size: int = 256  # evaluation sequences per batch
+  # The splits proxies are evaluated on (default: every test split of the task); the
+  # model alone is measured on every test split under each of `model_scorings`.
+  splits: tuple[str, ...] = ()
+  model_scorings: tuple[str, ...] = ("murty", "all_closes")
+  # The fitting-distribution control: the last layer's data-fitted proxies fitted on this
+  # split too (the last layer's head is the one that matches closes by depth).
+  fit_split: str | None = "val_depth"
 
 
 PLANS = {
@@ -60,15 +67,16 @@ PLANS = {
                                              log_every=100, eval_every=300,
                                              checkpoint_every=300),
                   model=(("d_model", 16), ("d_head", 8), ("d_mlp", 32)), batch_size=128),
-    # Fits in 30 minutes on a 2-core CPU (plus about 8 minutes per seed for the k-means
-    # fits of K 1,024): fewer training steps, 500 strings per test split, coarser sweeps
-    # (README "Reproduction" gives the measured time and accuracies). K reaches 1,024 on
-    # the layer-1 head, which needs about #types x #depths = 200 clusters to separate its
-    # matches, more when the centroids are spent on variance the match does not use.
-    "reduced": Plan(seeds=(0, 1, 2), ranks=(1, 2, 4, 8, 16), ks=(4, 16, 64, 256),
-                    last_layer_ks=(4, 16, 64, 256, 1024),
+    # Five seeds on a 2-core CPU in about an hour and a half: fewer training steps, 500
+    # strings per test split, coarser sweeps (the report gives the measured time). Every
+    # checkpoint is kept, for the checkpoint study (experiments/checkpoint_study.py). The
+    # plain deep sample is measured on the model alone (its closes are unseen_depth's,
+    # mostly shallower).
+    "reduced": Plan(seeds=(0, 1, 2, 3, 4), ranks=(1, 2, 4, 8, 16), ks=(4, 16, 64, 256),
                     data=dyck.DyckConfig(n_test=500),
-                    train=training.TrainConfig(steps=6000), batch_size=128),
+                    train=training.TrainConfig(steps=6000, keep=0), batch_size=128,
+                    splits=("iid", "seen_struct", "unseen_struct_short", "unseen_struct_long",
+                            "unseen_depth", "long_shallow")),
     # The default training, 2,000 strings per split, the paper-sized sweeps.
     "full": Plan(seeds=(0, 1, 2, 3, 4), ranks=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
                  ks=(2, 4, 8, 16, 32, 64, 128, 256, 512),
@@ -113,25 +121,50 @@ def specs(plan: Plan, n_layers: int) -> list[proxies.ProxySpec]:
 
 
 def evaluate_cached(task, model_cfg, params, spec, run_dir: str, plan: Plan, n_fit: int,
-                    log, fit) -> tuple[list[dict], list[dict]]:
+                    log, fit, fit_split: str | None = None) -> tuple[list[dict], list[dict]]:
   """The evaluation of `spec` on `run_dir`, read back if an earlier run wrote it."""
-  mesh.barrier(f"cache-{run_dir}-{spec}")  # every process sees the same files below
+  mesh.barrier(f"cache-{run_dir}-{spec}-{fit_split}")  # every process sees the same files
   eval_dir = os.path.join(run_dir, "eval")
-  stem = evaluation.file_stem(spec)
+  stem = evaluation.file_stem(spec, fit_split)
+  splits = plan.splits or task.splits
   paths = [os.path.join(eval_dir, f"{stem}{suffix}.json") for suffix in ("", "_by_group")]
   if all(os.path.exists(p) for p in paths):
     rows, group_rows = (json.load(open(p, encoding="utf-8")) for p in paths)
-    if ({r["split"] for r in rows} == set(task.splits)
+    if ({r["split"] for r in rows} == set(splits)
         and all(r.get("n_fit") == n_fit and r.get("scoring") == "murty" for r in rows)):
       return rows, group_rows
   start = time.perf_counter()
-  result = evaluation.evaluate(task, model_cfg, params, spec, splits=task.splits,
-                               n_fit=n_fit, batch_size=plan.batch_size, proxy=fit(spec))
+  proxy = fit(spec) if fit_split is None else None
+  result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
+                               n_fit=n_fit, batch_size=plan.batch_size, proxy=proxy,
+                               fit_split=fit_split)
   if mesh.is_main():
     evaluation.write(result, eval_dir, stem)
-  log(f"  {stem}: {result.settings} setting(s) x {len(task.splits)} splits in "
+  log(f"  {stem}: {result.settings} setting(s) x {len(splits)} splits in "
       f"{time.perf_counter() - start:.1f} s ({result.compilations} compilation(s))")
   return result.rows, result.group_rows
+
+
+def model_accuracies(task, model_cfg, params, run_dir: str, plan: Plan) -> list[dict]:
+  """The model alone on every test split under each of the plan's scorings (written to, or
+  read back from, <run>/eval/model_accuracy.json)."""
+  path = os.path.join(run_dir, "eval", "model_accuracy.json")
+  mesh.barrier(f"model-accuracy-{run_dir}")
+  if os.path.exists(path):
+    found = json.load(open(path, encoding="utf-8"))
+    if {(r["split"], r["scoring"]) for r in found} == {
+        (s, sc) for s in task.splits for sc in plan.model_scorings}:
+      return found
+  found = []
+  for scoring in plan.model_scorings:
+    accuracy = tasks.model_accuracy(model_cfg, task.decision(scoring), task.pad_id)
+    for split in task.splits:
+      arrays = task.eval_arrays(split, scoring)
+      found.append({"split": split, "scoring": scoring, "accuracy": accuracy(params, arrays),
+                    "n": int(arrays["scored"].sum())})
+  if mesh.is_main():
+    rundir.write_json(path, found)
+  return found
 
 
 def mechanism_cached(task, model_cfg, params, run_dir: str, plan: Plan, n_fit: int, log,
@@ -160,7 +193,7 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
   task = tasks.DyckTask(data_cfg, data_dir)
   model_cfg = task.model_config(**dict(plan.model))
   n_fit = min(1000, data_cfg.n_train)
-  rows, group_rows, mechanisms = [], [], []
+  rows, group_rows, mechanisms, model_rows, fit_rows = [], [], [], [], []
   for seed in plan.seeds:
     train_cfg = dataclasses.replace(plan.train, seed=seed)
     run_dir = training_run.default_run_dir(task, train_cfg, root=out)
@@ -175,10 +208,17 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
         fitted[spec] = evaluation.fit_proxy(task, model_cfg, params, spec, n_fit)
       return fitted[spec]
 
+    model_rows += [dict(r, model_seed=seed)
+                   for r in model_accuracies(task, model_cfg, params, run_dir, plan)]
     for spec in specs(plan, model_cfg.n_layers):
       r, g = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log, fit)
       rows += [dict(row, model_seed=seed) for row in r]
       group_rows += [dict(row, model_seed=seed) for row in g]
+      if (plan.fit_split and proxies.KINDS[spec.kind].fits_on == "activations"
+          and spec.layer == model_cfg.n_layers - 1):
+        r, _ = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log, fit,
+                               fit_split=plan.fit_split)
+        fit_rows += [dict(row, model_seed=seed) for row in r]
     found = mechanism_cached(task, model_cfg, params, run_dir, plan, n_fit, log, fit)
     mechanisms.append(dict(found, model_seed=seed))
 
@@ -187,8 +227,12 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
     return path
   rundir.write_csv(os.path.join(out, "rows.csv"), rows)
   rundir.write_csv(os.path.join(out, "by_group.csv"), group_rows)
+  rundir.write_csv(os.path.join(out, "model_accuracy.csv"), model_rows)
+  if fit_rows:
+    rundir.write_csv(os.path.join(out, "fit_split_rows.csv"), fit_rows)
   layers = list(range(model_cfg.n_layers))
-  written = figures.all_figures(rows, group_rows, layers, task.splits, data_cfg.max_depth,
+  splits = plan.splits or task.splits
+  written = figures.all_figures(rows, group_rows, layers, splits, data_cfg.max_depth,
                                 os.path.join(out, "figures"))
   setup = [f"Setting `{setting}`: Dyck-({data_cfg.n_types}, {data_cfg.max_depth}), "
            f"{data_cfg.n_train} training strings, {data_cfg.n_test} strings per test split; "
@@ -198,8 +242,9 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
            f"Made by `python -m experiments.reproduce --setting={setting}` in "
            f"{time.perf_counter() - clock:.0f} s (this invocation; resumed work not counted)."]
   report.write(path, title="Dyck: interpretability illusions, reproduced",
-               setup=setup, rows=rows, group_rows=group_rows, splits=task.splits, layers=layers,
-               train_depth=data_cfg.max_depth, figures=written, mechanisms=mechanisms)
+               setup=setup, rows=rows, group_rows=group_rows, splits=splits, layers=layers,
+               train_depth=data_cfg.max_depth, figures=written, mechanisms=mechanisms,
+               model_rows=model_rows, fit_rows=fit_rows)
   log(f"wrote {path}, {len(written)} figures, rows.csv and by_group.csv "
       f"in {time.perf_counter() - clock:.0f} s")
   return path
