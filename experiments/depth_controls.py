@@ -134,3 +134,16 @@ def margin_matched(group_rows: list[dict], splits: Sequence[str], group: str = "
       out["matched"].append(matched)
   return {k: {name: aggregate.seed_interval(v) for name, v in d.items()}
           for k, d in per_seed.items()}
+
+
+def summary(group_rows: list[dict], splits: Sequence[str], train_depth: int) -> dict:
+  """Both analyses as plain JSON: lists of {layer, proxy, setting label, ...intervals}."""
+  def label(s):
+    return {"proxy": s[0], "layer": s[1], "value": s[2], "setting": aggregate.setting_label(s)}
+  as_list = lambda interval: [round(float(x), 6) for x in interval]
+  depth = [{**label(s), **{k: as_list(v) for k, v in d.items()}}
+           for s, d in decomposition(group_rows, train_depth).items()]
+  margin = [{**label(s), "split": split, **{k: as_list(v) for k, v in d.items()}}
+            for (s, split), d in margin_matched(
+                group_rows, [x for x in splits if x != "iid"]).items()]
+  return {"train_depth": train_depth, "decomposition": depth, "margin_matched": margin}

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import proxies
 from data import dyck
-from experiments import cli, figures, mechanism, report
+from experiments import cli, depth_controls, figures, mechanism, report
 from pipeline import evaluation, rundir, tasks, training_run
 from models import checkpoints, mesh, training
 
@@ -228,6 +228,11 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
   rundir.write_csv(os.path.join(out, "rows.csv"), rows)
   rundir.write_csv(os.path.join(out, "by_group.csv"), group_rows)
   rundir.write_csv(os.path.join(out, "model_accuracy.csv"), model_rows)
+  # by_group.csv is large (every bucket of every group); what the depth and margin
+  # sections read from it is small, and written beside it in full.
+  rundir.write_json(os.path.join(out, "depth_controls.json"),
+                    depth_controls.summary(group_rows, plan.splits or task.splits,
+                                           data_cfg.max_depth))
   if fit_rows:
     rundir.write_csv(os.path.join(out, "fit_split_rows.csv"), fit_rows)
   layers = list(range(model_cfg.n_layers))
