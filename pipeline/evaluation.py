@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 import tqdm
 
 import proxies
@@ -157,8 +158,10 @@ def evaluate(task, model, params, spec: proxies.ProxySpec, *,
           entry.update({f"{m}_{name}": metrics[m] for m in STRATUM_METRICS})
       # Code windows of one file are not independent: the task names each one's cluster.
       intervals = result.bootstrap(n_bootstrap, seed, clusters=task.clusters(split))
-      for label, summary, interval, stratum in zip(labels, result.summary(), intervals, strata):
-        rows.append({**label, **summary, **stratum, **interval, "scoring": scoring,
+      diagnostics = diagnose(model, params, proxy, arrays["inputs"], task.pad_id, mesh)
+      for label, summary, interval, stratum, diagnosed in zip(
+          labels, result.summary(), intervals, strata, diagnostics):
+        rows.append({**label, **summary, **stratum, **interval, **diagnosed, "scoring": scoring,
                      "n_fit": n_fit, "fit_split": fit_split or "train"})
       for group, bucket_labels in groups.items():
         for label, buckets in zip(labels, result.by_group(group)):
@@ -167,6 +170,22 @@ def evaluate(task, model, params, spec: proxies.ProxySpec, *,
                          if buckets[b]["n"] or buckets[b]["attention_jsd"] is not None]
       bar.update()
   return Evaluation(rows, group_rows, counter.count, proxy.size, len(program.shapes))
+
+
+def diagnose(model, params, proxy: proxies.Proxy, inputs_NxL, pad_id: int, mesh=None
+             ) -> list[dict]:
+  """Per setting, the kind's reconstruction diagnostics (`ProxyKind.diagnose`) on the
+  vectors of these sequences at the proxy's sites, averaged over its heads and sites;
+  empty dicts for a kind without them."""
+  kind = proxies.KINDS[proxy.kind]
+  if kind.diagnose is None:
+    return [{} for _ in range(proxy.size)]
+  vectors = faithfulness.collect_activations(model, params, inputs_NxL, pad_id, proxy.heads,
+                                             proxy.sites, mesh=mesh)
+  found = [kind.diagnose(mesh_lib.to_host(arrays), site, per_head[str(site)])
+           for arrays, per_head in zip(proxy.arrays, vectors) for site in proxy.sites]
+  return [{name: float(np.mean([d[name][p] for d in found])) for name in found[0]}
+          for p in range(proxy.size)]
 
 
 def run(task, model, params, config: EvalConfig, proxy: proxies.Proxy | None = None,

@@ -40,6 +40,10 @@ class ProxyKind:
   sweep_default: tuple[int, ...] = ()  # the sweep when none is asked for
   # What its sweep and each option mean, for the command line's --help (flag -> text).
   help: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # Optional: (arrays [P, ...], site, vectors [N, D]) -> {name: [P]}, how well each setting
+  # reconstructs a split's vectors at a site; evaluation writes the mean over the proxy's
+  # heads and sites beside the faithfulness rows.
+  diagnose: Callable[[dict, Site, np.ndarray], dict[str, np.ndarray]] | None = None
 
 
 KINDS: dict[str, ProxyKind] = {}

@@ -12,7 +12,7 @@ from tests.tiny import DATA_FLAGS as TINY_DATA, ROOT, run
 
 @pytest.mark.parametrize("script,args,needle", [
     ("evaluate.py", ["--proxy=nope"],
-     "unknown proxy 'nope'; choose one of: svd, kmeans, onehot, weight_svd"),
+     "unknown proxy 'nope'; choose one of: svd, kmeans, onehot, weight_svd, sae"),
     ("evaluate.py", ["--proxy=kmeans", "--k=0"], "k=0 is out of range"),
     ("evaluate.py", ["--proxy=kmeans", "--k=5000"], "k=5000 is out of range; choose 1..1024"),
     ("evaluate.py", ["--proxy=kmeans", "--k=300", "--n_fit=2"], "vectors to cluster from 2 strings"),
@@ -31,12 +31,12 @@ from tests.tiny import DATA_FLAGS as TINY_DATA, ROOT, run
     ("evaluate.py", ["--proxy=kmeans", "--rank=4"],
      "--rank does not apply to kmeans; it applies to: svd, weight_svd"),
     ("evaluate.py", ["--proxy=onehot", "--rank=4"], "--rank does not apply to onehot"),
-    ("evaluate.py", ["--proxy=svd", "--k=8"], "--k does not apply to svd; it applies to: kmeans"),
+    ("evaluate.py", ["--proxy=svd", "--k=8"], "--k does not apply to svd; it applies to: kmeans, sae"),
     ("evaluate.py", ["--proxy=onehot", "--k=4"], "--k does not apply to onehot"),
     ("evaluate.py", ["--proxy=weight_svd", "--k=4"], "--k does not apply to weight_svd"),
     ("evaluate.py", ["--proxy=weight_svd", "--separate"], "--separate does not apply to weight_svd"),
     ("evaluate.py", ["--proxy=onehot", "--n_fit=10"],
-     "--n_fit does not apply to onehot; it applies to: svd, kmeans"),
+     "--n_fit does not apply to onehot; it applies to: svd, kmeans, sae"),
     ("evaluate.py", ["--proxy=weight_svd", "--n_fit=10"], "--n_fit does not apply to weight_svd"),
     # Sites of two widths (d_model 16, d_head 8): no joint fit, ranks within the narrowest.
     ("evaluate.py", ["--sites=q,resid_pre"],
