@@ -276,7 +276,8 @@ def depth_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int
       total, depth = d[f"{metric} total"], d[f"{metric} matched"]
       share = depth[0] / total[0] if total[0] else float("nan")
       return [_fmt(total), _fmt(depth), _fmt(d[f"{metric} rest"]),
-              "–" if math.isnan(share) or total[0] < 0.02 else f"{share:.2f}",
+              # A share of a small gap, or of parts of opposite signs, is no fraction.
+              "–" if math.isnan(share) or total[0] < 0.02 or depth[0] < 0 else f"{share:.2f}",
               f"{d['coverage'][0]:.2f}"]
     body.append(["model accuracy"] + cells(model, "accuracy_model"))
     body += [[aggregate.setting_label(s)] + cells(found[s], "agreement") for s in settings]
@@ -367,6 +368,35 @@ def fit_split_section(rows: list[dict], fit_rows: list[dict], splits: Sequence[s
           ] + _table(["layer", "proxy", *shown, "deep closes (unseen_depth)"], body) + [""]
 
 
+def diagnostics_section(rows: list[dict], splits: Sequence[str]) -> list[str]:
+  """Reconstruction diagnostics of the kinds that have them (fvu, mean L0, dead latents on
+  each split's vectors) beside the agreement gap."""
+  with_fvu = [r for r in rows if r.get("fvu") is not None]
+  if not with_fvu:
+    return []
+  fvu = aggregate.across_seeds(with_fvu, lambda r: (aggregate.setting(r), r["split"]), "fvu")
+  dead = aggregate.across_seeds(with_fvu, lambda r: (aggregate.setting(r), r["split"]), "dead")
+  l0 = aggregate.across_seeds(with_fvu, lambda r: (aggregate.setting(r), r["split"]), "l0")
+  gap = aggregate.gaps(with_fvu)
+  ood = [s for s in splits if s != "iid"]
+  body = []
+  settings = sorted({aggregate.setting(r) for r in with_fvu},
+                    key=lambda s: (s[1], aggregate.families().index(s[0]), s[2] or 0))
+  for s in settings:
+    cells = [f"layer {s[1]}", aggregate.setting_label(s), _fmt(fvu[(s, "iid")]),
+             f"{l0[(s, 'iid')][0]:.1f}", f"{dead[(s, 'iid')][0]:.2f}"]
+    cells += [f"{fvu[(s, split)][0]:.3f}; gap {gap[(s, split)][0]:.3f}"
+              if (s, split) in fvu and (s, split) in gap else "–" for split in ood]
+    body.append(cells)
+  return ["## Reconstruction out of distribution", "",
+          "For the kinds that reconstruct vectors (sae): the fraction of variance "
+          "unexplained (fvu) of the head's queries and keys on iid strings with its 95 % "
+          "interval over seeds, the mean number of active latents (L0) and the fraction of "
+          "latents that never fire there; then per OOD split its fvu and the agreement gap "
+          "agreement(iid) − agreement(split), means over seeds.", ""
+          ] + _table(["layer", "proxy", "iid fvu", "L0", "dead", *ood], body) + [""]
+
+
 def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
           group_rows: list[dict], splits: Sequence[str], layers: Sequence[int],
           train_depth: int, figures: Sequence[str], mechanisms: Sequence[dict] = (),
@@ -380,6 +410,7 @@ def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],
   lines += depth_section(group_rows, rows, layers, train_depth)
   lines += margin_section(group_rows, rows, splits, layers)
   lines += fit_split_section(rows, list(fit_rows), splits)
+  lines += diagnostics_section(rows, splits)
   lines += list(extra)
   lines += estimation_section(rows, pooled, layers, train_depth)
   lines += depth_per_seed_section(pooled, rows, layers, train_depth)

@@ -48,6 +48,8 @@ class Plan:
   # model alone is measured on every test split under each of `model_scorings`.
   splits: tuple[str, ...] = ()
   model_scorings: tuple[str, ...] = ("murty", "all_closes")
+  # Sweeps of particular kinds, overriding the values for their sweep's name (kind -> values).
+  kind_values: tuple[tuple[str, tuple[int, ...]], ...] = ()
   # The fitting-distribution control: the last layer's data-fitted proxies fitted on this
   # split too (the last layer's head is the one that matches closes by depth).
   fit_split: str | None = "val_depth"
@@ -75,6 +77,9 @@ PLANS = {
     "reduced": Plan(seeds=(0, 1, 2, 3, 4), ranks=(1, 2, 4, 8, 16), ks=(4, 16, 64, 256),
                     data=dyck.DyckConfig(n_test=500),
                     train=training.TrainConfig(steps=6000, keep=0), batch_size=128,
+                    # sae's k beside svd's ranks (an equal number of active dimensions);
+                    # K 64 and 256 are cluster counts, not active latents.
+                    kind_values=(("sae", (2, 8, 16)),),
                     splits=("iid", "seen_struct", "unseen_struct_short", "unseen_struct_long",
                             "unseen_depth", "long_shallow")),
     # The default training, 2,000 strings per split, the paper-sized sweeps.
@@ -112,7 +117,8 @@ def specs(plan: Plan, n_layers: int) -> list[proxies.ProxySpec]:
       if kind.name == "kmeans" and last:
         out += mechanism.kmeans_specs(layer, 0, plan.last_layer_ks or plan.ks)
         continue
-      values = {"rank": plan.ranks, "k": plan.ks}.get(kind.sweep, ()) if kind.sweep else ()
+      values = dict(plan.kind_values).get(kind.name) or (
+          {"rank": plan.ranks, "k": plan.ks}.get(kind.sweep, ()) if kind.sweep else ())
       if kind.sweep and not values:
         continue
       out.append(proxies.ProxySpec(kind.name, ((layer, 0),), kind.sites, values,
