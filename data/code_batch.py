@@ -7,7 +7,7 @@ so every window has a file id, and the files are spread as evenly as they allow,
 split's numbers come from as many files as possible and intervals can resample files.
 Position p of a window reads character p and predicts p + 1.
 
-Buckets of a predicted character (SPEC §3.2):
+Buckets of a predicted character (docs/guide/data-and-splits.md, Code completion):
   category - what it is: whitespace, identifier letter, digit, bracket, quote, operator or
              other punctuation, out of vocabulary;
   word     - whether it is inside a word (identifier run, from its second letter on: the

@@ -184,7 +184,8 @@ class CodeTask:
   name = "code"
   seq_len = 256
   n_eval = 500  # windows per test split, sampled across its files
-  # SPEC §3.2: small but wide enough to form induction heads. Flags override each field.
+  # Small but wide enough to form induction heads (docs/guide/data-and-splits.md). Flags
+  # override each field.
   model_defaults = {"n_heads": 4, "d_model": 256, "d_head": 64, "d_mlp": 1024}
 
   def __init__(self, config: code.CodeConfig, data_dir: str):
