@@ -8,7 +8,8 @@ run it with an intervention on some targets, capture the value of some targets a
 of the model saw it, and (optionally) read the logits at a few positions only. The built-in
 Transformer implements it (`transformer.TransformerSites`); `LinenSites` implements it for a
 Flax Linen model written without this project in mind, by intercepting its submodules'
-calls (`flax.linen.intercept_methods`).
+calls (`flax.linen.intercept_methods`); `nnx_sites.NNXSites` does the same for a Flax NNX
+model, by hooking its located submodules for the length of a run.
 """
 
 from __future__ import annotations
