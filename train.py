@@ -3,8 +3,9 @@
   python train.py --task=dyck --depth=10
   python train.py --task=dyck --depth=10 --steps=20000 --batch_size=256   # paper scale
 
-Every config field has a flag (`--help`). The run directory (default
-runs/<task>-k<types>-m<depth>-s<seed>) gets config.json, metrics.jsonl and checkpoints/.
+Every config field has a flag (`--help`); a task's own flags are read off the task registry
+(`pipeline.tasks`). The run directory (default runs/<the task's run name>, e.g.
+runs/dyck-k20-m10-s0) gets config.json, metrics.jsonl and checkpoints/.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from data import code, dyck
 from experiments import cli
 from pipeline import rundir, tasks, training_run
 from models import checkpoints, mesh, training, transformer
@@ -26,15 +26,8 @@ def parse(argv: Sequence[str]):
   parser.add_argument("--workdir", default=None, help="run directory (default: under runs/)")
   parser.add_argument("--data_dir", default=os.path.join(rundir.RUNS_ROOT, "tfds"),
                       help="where the TFDS datasets live (default: runs/tfds)")
-  cli.add_dataclass_flags(parser, dyck.DyckConfig, skip=("seed",),
-                          rename={"max_depth": "depth", "n_types": "types"})
-  parser.add_argument("--source", action="append", default=None,
-                      help="code: language=directory:pattern, repeatable (default: the Python "
-                      "stdlib, /usr/include *.h, /usr/share/perl *.pm)")
-  parser.add_argument("--train_language", default="python", help="code: (default: python)")
-  parser.add_argument("--max_chars", type=int, default=code.CodeConfig.max_chars,
-                      help="code: characters per language (default: 20,000,000)")
-  # Model fields left unset take the task's defaults (code: 4 heads, d_model 256).
+  add_task_flags(parser)
+  # Model fields left unset take the task's defaults (`Task.model_config`).
   cli.add_dataclass_flags(parser, transformer.ModelConfig, skip=("vocab_size", "seq_len"),
                           unset=True)
   cli.add_dataclass_flags(parser, training.TrainConfig, skip=("keep",))
@@ -54,23 +47,41 @@ def keep_count(text: str) -> int:
     raise argparse.ArgumentTypeError(f"expected a count or 'all', got {text!r}") from None
 
 
-def make_task(args: argparse.Namespace):
-  if args.task == "dyck":
-    return tasks.DyckTask(cli.from_flags(dyck.DyckConfig, args, seed=args.data_seed),
-                          args.data_dir)
-  try:
-    config = code.CodeConfig(sources=tuple(args.source or code.default_sources()),
-                             train_language=args.train_language, max_chars=args.max_chars,
-                             seed=args.data_seed)
-  except code.CorpusError as e:
-    raise cli.UsageError(str(e)) from None
-  return tasks.CodeTask(config, args.data_dir)
+TASK_FLAG = "task_flag_"  # where a task flag's value is parsed to, apart from the others
+
+
+def add_task_flags(parser: argparse.ArgumentParser) -> None:
+  """A flag for every registered task's data config flag (--depth, --source, ...), read off
+  the registry; a name several tasks use is one flag. Each defaults to None, "not given",
+  so that a flag of another task is an error and a field not given keeps its default."""
+  users: dict[str, list[tuple[tasks.TaskKind, tasks.Flag]]] = {}
+  for kind in tasks.TASKS.values():
+    for flag in kind.flags:
+      users.setdefault(flag.name, []).append((kind, flag))
+  for name, pairs in users.items():
+    flag = pairs[0][1]
+    parser.add_argument(f"--{name}", dest=TASK_FLAG + name, metavar=name.upper(),
+                        type=flag.type, default=None, action="append" if flag.repeat else "store",
+                        help="; ".join(f"{kind.name}: {f.help}" for kind, f in pairs))
+
+
+def make_task(args: argparse.Namespace) -> tasks.Task:
+  """The task --task names, its data config built from its own flags and --data_seed."""
+  kind = tasks.kind_of(args.task)
+  given = {k[len(TASK_FLAG):]: v for k, v in vars(args).items()
+           if k.startswith(TASK_FLAG) and v is not None}
+  for name in given:
+    if name not in {f.name for f in kind.flags}:
+      users = [k.name for k in tasks.TASKS.values() if name in {f.name for f in k.flags}]
+      raise cli.UsageError(f"--{name} does not apply to task {kind.name}; it applies to: "
+                           f"{', '.join(users)}")
+  return kind.make(kind.config_from_flags(given, seed=args.data_seed), args.data_dir)
 
 
 def main(argv: Sequence[str]) -> None:
   args = parse(argv)
   mesh.initialize()  # a multi-process job, if the environment describes one
-  cli.check_choice("task", args.task, tasks.TASKS)
+  cli.check_choice("task", args.task, list(tasks.TASKS))
   train_cfg = cli.from_flags(training.TrainConfig, args)
   task = make_task(args)
   model_flags = {k: v for k, v in vars(args).items()

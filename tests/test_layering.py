@@ -25,9 +25,11 @@ def imported_packages(path: str) -> set[str]:
 
 
 def modules(package: str):
-  for name in sorted(os.listdir(os.path.join(ROOT, package))):
-    if name.endswith(".py"):
-      yield os.path.join(package, name)
+  """Every module of `package`, its subpackages' (pipeline/tasks/) included."""
+  for directory, _, names in sorted(os.walk(os.path.join(ROOT, package))):
+    for name in sorted(names):
+      if name.endswith(".py"):
+        yield os.path.relpath(os.path.join(directory, name), ROOT)
 
 
 def test_no_package_imports_one_above_it():

@@ -1,26 +1,17 @@
-"""Tasks: what train.py and evaluate.py need to know about a dataset.
-
-A task provides its vocabulary, a model config, training batches as a function of the step,
-and per-split evaluation arrays (`inputs`, `gold`, `scored`, all [N, L]) with the `Decision`
-that judges a prediction, plus its groups: integer buckets per position (for Dyck, the
-depth and the distance bucket; for code, the character category and repeated-word bucket)
-that metrics are also reported by. `DyckTask` and `CodeTask` are the two tasks.
-"""
+"""The Dyck-(k, m) task: bracket strings, a split per generalization question
+(data/dyck.py), scored at closing brackets, grouped by depth, distance, length and place."""
 
 from __future__ import annotations
 
 import functools
-import zlib
 
-import jax
 import numpy as np
 
-from data import code, code_batch, code_tfds, dyck, dyck_batch, dyck_tfds
-from pipeline import errors, rundir
-from models import mesh as mesh_lib, training, transformer
-from proxies import faithfulness, metrics
-
-TASKS = ("dyck", "code")
+from data import dyck, dyck_batch, dyck_tfds
+from pipeline import errors
+from pipeline.tasks import base
+from models import mesh as mesh_lib, transformer
+from proxies import metrics
 
 DISTANCE_EDGES = dyck.DISTANCE_EDGES
 POSITION_EDGES = (0, 16, 32, 48, 64, 80, 96, 112)  # where a target is in its string
@@ -41,7 +32,10 @@ def _span_depth(targets_NxL: np.ndarray, distance_NxL: np.ndarray, n_types: int)
   return out
 
 
-class DyckTask:
+class DyckTask(base.Task):
+  """Dyck-(k, m): next-bracket prediction, judged at closing brackets (`scorings`), on the
+  test splits of data/dyck.py; `val_iid` and `val_depth` validate."""
+
   name = "dyck"
   splits = dyck.TEST_SPLITS
 
@@ -177,160 +171,9 @@ class DyckTask:
     return metrics.Decision(k, 2 * k, threshold=0.8 if scoring == "yao" else None)
 
 
-class CodeTask:
-  """Next-character prediction on source code: train on one language, test on held-out
-  files of it (`iid`) and on other languages (`ood_<language>`)."""
-
-  name = "code"
-  seq_len = 256
-  n_eval = 500  # windows per test split, sampled across its files
-  # Small but wide enough to form induction heads (docs/guide/data-and-splits.md). Flags
-  # override each field.
-  model_defaults = {"n_heads": 4, "d_model": 256, "d_head": 64, "d_mlp": 1024}
-
-  def __init__(self, config: code.CodeConfig, data_dir: str):
-    self.config = config
-    self.data_dir = data_dir
-    languages = [code.parse_source(s)[0] for s in config.sources]
-    self.splits = ("iid",) + tuple(f"ood_{lang}" for lang in languages
-                                   if lang != config.train_language)
-
-  pad_id = code.PAD
-  scorings = ("all",)  # every position, argmax over the characters
-  accuracy_note = "next character"
-
-  def run_name(self, seed: int) -> str:
-    return f"{self.name}-{self.config.train_language}-s{seed}"
-
-  def model_config(self, **overrides) -> transformer.ModelConfig:
-    return transformer.ModelConfig(vocab_size=code.VOCAB_SIZE, seq_len=self.seq_len,
-                                   **{**self.model_defaults, **overrides})
-
-  @functools.cached_property
-  def files(self) -> dict[str, list[np.ndarray]]:
-    """Each split as its files of character ids (process 0 builds, the others wait)."""
-    try:
-      return mesh_lib.main_first("code-data",
-                                 lambda: code_tfds.load(self.config, self.data_dir))
-    except code.CorpusError as e:
-      raise errors.RunError(str(e)) from None
-
-  @functools.cached_property
-  def data(self) -> dict[str, np.ndarray]:
-    """Each split as one stream of character ids (what training windows are drawn from)."""
-    return {name: code_batch.stream(f) for name, f in self.files.items()}
-
-  def manifest(self) -> dict:
-    return code_tfds.manifest(self.config, self.data_dir)
-
-  def train_batches(self, batch_size: int, seed: int) -> code_batch.WindowSampler:
-    try:
-      return code_batch.WindowSampler(self.data["train"], self.seq_len, batch_size, seed)
-    except ValueError as e:
-      raise errors.RunError(str(e)) from None
-
-  def _window_seed(self, split: str) -> list[int]:
-    """Windows depend on the data seed and the split only, so every model trained on this
-    corpus is evaluated (and its proxies fitted) on the same windows."""
-    return [self.config.seed, zlib.crc32(split.encode())]
-
-  def fit_inputs(self, n: int) -> np.ndarray:
-    """`n` training windows sampled across the training files."""
-    return code_batch.sample_windows(self.files["train"], self.seq_len, n,
-                                     self._window_seed("train"))["inputs"]
-
-  @property
-  def n_train(self) -> int:
-    return sum((len(f) - 1) // self.seq_len for f in self.files["train"])  # windows to fit on
-
-  @functools.cached_property
-  def frequent_words(self) -> frozenset:
-    """The training files' commonest words (`code_batch.frequent_words`)."""
-    return code_batch.frequent_words(self.files["train"])
-
-  @functools.cached_property
-  def groups(self) -> dict[str, list[str]]:
-    both = [f"{c} / {w}" for c in code_batch.CATEGORIES for w in code_batch.WORD]
-    return {"category": list(code_batch.CATEGORIES), "word": list(code_batch.WORD),
-            "category_word": both}
-
-  strata: dict[str, tuple[str, tuple[int, ...]]] = {}  # none beyond the groups
-
-  @functools.cache
-  def eval_arrays(self, split: str, scoring: str = "all") -> dict[str, np.ndarray]:
-    """inputs, gold, scored, the groups, and `file` ([N], each window's file), sampled
-    across the split's files (`code_batch.sample_windows`)."""
-    a = code_batch.sample_windows(self.files[split], self.seq_len, self.n_eval,
-                                  self._window_seed(split), self.frequent_words)
-    if not len(a["inputs"]):
-      raise errors.RunError(f"split {split!r} has no file of more than {self.seq_len} "
-                           "characters (one window)")
-    a["category_word"] = a["category"] * len(code_batch.WORD) + a["word"]
-    return a
-
-  def clusters(self, split: str) -> np.ndarray:
-    """[N]: the file of each evaluation window; intervals resample files, not windows
-    (windows of one file are not independent)."""
-    return self.eval_arrays(split)["file"]
-
-  def monitored(self) -> dict[str, dict[str, np.ndarray]]:
-    return {"iid_accuracy": self.eval_arrays("iid")}
-
-  def decision(self, scoring: str = "all") -> metrics.Decision:
-    return metrics.Decision(0, code.PAD)  # argmax over every character but PAD
-
-
-def from_run_config(config: dict, run_dir: str):
-  """(task, model config, train config) of a run's config.json, its data directory resolved
-  against the run's (`rundir.resolve_data_dir`); RunError if malformed."""
-  errors.check_choice("task", config.get("task"), TASKS)
-  try:
-    data_dir = rundir.resolve_data_dir(config["data_dir"], run_dir)
-    if config["task"] == "dyck":
-      task = DyckTask(dyck.DyckConfig(**config["data"]), data_dir)
-    else:
-      data = {**config["data"], "sources": tuple(config["data"]["sources"])}
-      task = CodeTask(code.CodeConfig(**data), data_dir)
-    model_cfg = transformer.ModelConfig.from_dict(config["model"])
-    train_cfg = training.TrainConfig(**config["train"])
-  except (KeyError, TypeError, ValueError) as e:
-    raise errors.RunError(f"{run_dir}/config.json is not a valid run config ({e})") from None
-  return task, model_cfg, train_cfg
-
-
-def load_trained(run_dir: str):
-  """(task, model config, params) of a trained run: its own configs, its newest good
-  checkpoint; RunError if it is not a run or has no checkpoint."""
-  task, model_cfg, train_cfg = from_run_config(rundir.read_config(run_dir), run_dir)
-  params = training.restore_params(run_dir, model_cfg, train_cfg)
-  if params is None:
-    raise errors.RunError(f"run {run_dir!r} has no checkpoint; train it first")
-  return task, model_cfg, params
-
-
-def model_accuracy(cfg: transformer.ModelConfig, decision: metrics.Decision, pad_id: int,
-                   batch_size: int = 256, mesh=None):
-  """A function params, arrays -> accuracy of the model alone on the scored positions,
-  batches split over `mesh` (default: every device)."""
-  model = transformer.Transformer(cfg)
-  mesh = mesh or mesh_lib.data_mesh()
-  batch_size = mesh_lib.round_up(batch_size, mesh)
-  split = mesh_lib.batch_sharding(mesh)
-
-  def counts(params, inputs_BxL, gold_BxL, scored_BxL):
-    correct = decision.correct(model.apply({"params": params}, inputs_BxL), gold_BxL)
-    return (correct & scored_BxL).sum(), scored_BxL.sum()
-
-  counts = jax.jit(counts, in_shardings=(mesh_lib.replicated(mesh), split, split, split))
-
-  def accuracy(params, arrays) -> float:
-    params = mesh_lib.replicate(mesh, params)
-    fill = faithfulness.padding(pad_id)
-    totals = np.zeros(2)
-    widths = faithfulness.length_ladder(arrays["inputs"].shape[1])  # little padding
-    for batch, _ in faithfulness.fixed_batches(arrays, batch_size, fill, widths):
-      b = mesh_lib.shard_batch(mesh, batch)
-      totals += np.array(mesh_lib.to_host(counts(params, b["inputs"], b["gold"], b["scored"])))
-    return float(totals[0] / max(totals[1], 1))
-
-  return accuracy
+base.register(base.TaskKind(
+    "dyck", DyckTask, dyck.DyckConfig,
+    flags=base.dataclass_flags(dyck.DyckConfig,
+                               rename={"max_depth": "depth", "n_types": "types"}),
+    help={"scoring": f"one of {', '.join(dyck_batch.SCORINGS)} (default: murty)",
+          "split_file": "the Murty/Yao format (`(a (b b) a)`, one string per line)"}))
