@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 import jax
 
 import proxies
-from data import dyck_batch
 from experiments import cli
 from pipeline import evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
@@ -32,7 +31,7 @@ GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
 
 COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
            "agreement", "agreement_95ci", "attention_jsd", "tv", "kl", "shared_errors", "n",
-           # Dyck: the same on closes deeper than the training depth (tasks.DyckTask.strata)
+           # the same on a task's strata (`Task.strata`; Dyck: closes deeper than trained on)
            "accuracy_model_deep", "accuracy_proxy_deep", "agreement_deep", "n_deep")
 
 
@@ -62,13 +61,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--n_fit", type=int, default=None,
                       help="training strings to fit on (default: 1000, or all if fewer)")
   parser.add_argument("--scoring", default=None,
-                      help=f"dyck: one of {', '.join(dyck_batch.SCORINGS)} (default: murty); "
-                      "code: all")
+                      help=f"which positions are scored: {tasks.help_for('scoring')}")
   parser.add_argument("--splits", default=None,
                       help="comma-separated splits (default: all test splits of the task)")
   parser.add_argument("--split_file", action="append", default=[], metavar="NAME=PATH",
-                      help="dyck: also evaluate the strings of a text file in the Murty/Yao "
-                      "format (`(a (b b) a)`, one per line) as split NAME; repeatable")
+                      help="also evaluate the strings of a text file as split NAME, in the "
+                      f"run's task's format ({tasks.help_for('split_file')}); repeatable")
   parser.add_argument("--batch_size", type=int, default=256, help="sequences per batch")
   parser.add_argument("--out", default=None, help="also write the table to this JSON file")
   return parser.parse_args(argv)
@@ -214,7 +212,7 @@ def main(argv: Sequence[str]) -> None:
   say = print if mesh.is_main() else (lambda *a, **k: None)
   cli.check_choice("proxy", args.proxy, list(proxies.KINDS))
   if args.task is not None:
-    cli.check_choice("task", args.task, tasks.TASKS)
+    cli.check_choice("task", args.task, list(tasks.TASKS))
   run_dir = args.run or rundir.latest_run(task=args.task)
   config = rundir.read_config(run_dir)
   if args.task is not None and config.get("task") != args.task:
@@ -222,8 +220,8 @@ def main(argv: Sequence[str]) -> None:
   task, model_cfg, train_cfg = tasks.from_run_config(config, run_dir)
   for entry in args.split_file:
     name, sep, path = entry.partition("=")
-    if not sep or not isinstance(task, tasks.DyckTask):
-      raise cli.UsageError(f"--split_file={entry}: expected NAME=PATH, for a dyck run")
+    if not sep:
+      raise cli.UsageError(f"--split_file={entry}: expected NAME=PATH")
     task.add_split_file(name, path)
   config = check(args, model_cfg, task)
   spec = config.spec

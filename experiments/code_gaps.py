@@ -18,6 +18,7 @@ The per-file counts come from the faithfulness program itself: each position's b
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import warnings
@@ -35,18 +36,20 @@ COUNTS = ("n", "agree", "correct_model", "correct_proxy")
 LEVEL = 0.95
 
 
-class _ByFile:
-  """A code task whose only group is (file, category_word cell): per-file sums per cell."""
+class _ByFile(tasks.TaskView):
+  """The code task with one group only, (file, category_word cell): per-file sums per cell.
+  Every other member is the code task's (`tasks.TaskView` forwards them)."""
+
+  strata: dict = {}
 
   def __init__(self, task: tasks.CodeTask):
-    self.task = task
+    super().__init__(task)
     self.n_cells = len(task.groups["category_word"])
-    most = max(len(np.unique(task.clusters(s))) for s in task.splits)
-    self.groups = {"file_cell": [str(i) for i in range(most * self.n_cells)]}
-    self.strata: dict = {}
 
-  def __getattr__(self, name):
-    return getattr(self.task, name)
+  @functools.cached_property
+  def groups(self) -> dict[str, list[str]]:
+    most = max(len(np.unique(self.task.clusters(s))) for s in self.task.splits)
+    return {"file_cell": [str(i) for i in range(most * self.n_cells)]}
 
   def files(self, split: str) -> np.ndarray:
     """The split's file ids, in the order of the file index used in the buckets."""
@@ -237,8 +240,8 @@ def main(argv: Sequence[str]) -> None:
     raise cli.UsageError(f"--value does not apply to {args.proxy} (it has no sweep)")
   value = args.value if args.value is not None else {"rank": 4, "k": 16}.get(kind.sweep)
   task, model_cfg, params = tasks.load_trained(args.run)
-  if not isinstance(task, tasks.CodeTask):
-    raise cli.UsageError(f"run {args.run!r} is not a code run")
+  if task.name != "code":
+    raise cli.UsageError(f"run {args.run!r} is a {task.name} run, not a code run")
   layer = args.layer % model_cfg.n_layers if args.layer < 0 else args.layer
   cli.check_range("layer", layer, 0, model_cfg.n_layers - 1, " for this model")
   heads = list(range(model_cfg.n_heads)) if args.heads == "all" else cli.int_list(args.heads)

@@ -21,12 +21,12 @@ import argparse
 import os
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
 from experiments import cli
 from pipeline import rundir, tasks
 from models import checkpoints, mesh, training, transformer
+from proxies import faithfulness
 
 
 def copy_targets(tokens_BxL: np.ndarray) -> np.ndarray:
@@ -68,15 +68,25 @@ def repeated_sequences(n_tokens: int, seq_len: int, n: int, seed: int) -> np.nda
   return np.concatenate([first, first], axis=1).astype(np.int32)
 
 
-def induction_scores(cfg: transformer.ModelConfig, params, n_tokens: int, n: int = 64,
-                     seed: int = 0) -> tuple[np.ndarray, float]:
-  """([n_layers, n_heads] scores, the uniform baseline) on `n` repeated sequences."""
-  tokens_BxL = repeated_sequences(n_tokens, cfg.seq_len, n, seed)
-  capture = jax.jit(lambda p, x, layer: transformer.capture(cfg, p, x, layer, "pattern"),
-                    static_argnums=2)
+def induction_scores(model, params, n_tokens: int, n: int = 64, seed: int = 0,
+                     seq_len: int | None = None) -> tuple[np.ndarray, float]:
+  """([n_layers, n_heads] scores, the uniform baseline) on `n` repeated sequences.
+  `model`: a `ModelConfig`, or any `models.sites.SiteModel` with a pattern site, read
+  through it; `seq_len`: the positions it takes (default: the config's)."""
+  seq_len = seq_len or getattr(model, "seq_len", None)
+  if seq_len is None:
+    raise ValueError("induction_scores needs seq_len, the positions the model takes")
+  model = faithfulness.site_model(model)
+  tokens_BxL = repeated_sequences(n_tokens, seq_len, n, seed)
+  heads = [(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
+  patterns = faithfulness.capture(model, params, tokens_BxL,
+                                  [(layer, head, "pattern") for layer, head in heads],
+                                  batch_size=len(tokens_BxL))  # one batch, as many rows
+  by_head = dict(zip(heads, patterns))
   scores = np.stack([
-      score_from_patterns(mesh.to_host(capture(params, tokens_BxL, layer)), tokens_BxL)
-      for layer in range(cfg.n_layers)])
+      score_from_patterns(np.stack([by_head[layer, h] for h in range(model.n_heads)], 1),
+                          tokens_BxL)
+      for layer in range(model.n_layers)])
   return scores, uniform_baseline(tokens_BxL)
 
 
@@ -95,8 +105,9 @@ def main(argv: Sequence[str]) -> None:
   if params is None:
     raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
   n_tokens = task.pad_id  # every id below PAD is a real token
-  scores, baseline = induction_scores(model_cfg, mesh.to_host(params), n_tokens, args.n,
-                                      args.seed)
+  scores, baseline = induction_scores(transformer.TransformerSites(model_cfg),
+                                      mesh.to_host(params), n_tokens, args.n, args.seed,
+                                      seq_len=model_cfg.seq_len)
   rows = [{"layer": layer, "head": head, "induction_score": float(scores[layer, head]),
            "uniform_baseline": baseline}
           for layer in range(model_cfg.n_layers) for head in range(model_cfg.n_heads)]

@@ -33,6 +33,8 @@ from data import dyck_batch
 from experiments import cli
 from pipeline import evaluation, rundir, tasks
 from models import transformer
+from models.sites import Site
+from proxies import faithfulness
 
 SITES = ("q", "k")
 LABELS = ("token", "depth", "depth x token")
@@ -52,35 +54,36 @@ def explained(x_NxD: np.ndarray, labels_N: np.ndarray) -> float:
   return float(1.0 - within / total) if total > 0 else 0.0
 
 
-def variance(task: tasks.DyckTask, model_cfg, params, layer: int, head: int, n_fit: int
+def variance(task: tasks.DyckTask, model, params, layer: int, head: int, n_fit: int
              ) -> dict[str, dict[str, float]]:
-  """site -> {label: fraction of the site's variance it explains} on training strings."""
+  """site -> {label: fraction of the site's variance it explains} on training strings.
+  `model`: a `models.sites.SiteModel` (or a `ModelConfig`), read through its sites."""
   b = dyck_batch.encode(task.data["train"][:n_fit], task.vocab, task.seq_len)
   real_NxL = b.inputs != task.pad_id
   token_N, depth_N = b.inputs[real_NxL], b.depth[real_NxL]
   labels = {"token": token_N, "depth": depth_N,
             "depth x token": depth_N.astype(np.int64) * task.vocab.size + token_N}
-  out = {}
-  for site in SITES:
-    x_NxLxD = np.concatenate([
-        np.asarray(transformer.capture(model_cfg, params, b.inputs[i:i + 256], layer,
-                                       site)[:, :, head])
-        for i in range(0, len(b), 256)])
-    out[site] = {name: explained(x_NxLxD[real_NxL], lab) for name, lab in labels.items()}
-  return out
+  # The head's vectors at the real positions, in the order of the labels.
+  vectors, = faithfulness.collect_activations(model, params, b.inputs, task.pad_id,
+                                              [(layer, head)], SITES)
+  return {site: {name: explained(vectors[site], lab) for name, lab in labels.items()}
+          for site in SITES}
 
 
-def strongest_keys(model_cfg, layer: int, head: int):
+def strongest_keys(model, layer: int, head: int):
   """A jitted (params, intervention or None, inputs [B, L]) -> the key each query of the
-  head attends to most, [B, L]."""
-  model = transformer.Transformer(model_cfg)
+  head attends to most, [B, L]. `model`: a `models.sites.SiteModel` with a pattern site
+  (or a `ModelConfig`)."""
+  model = faithfulness.site_model(model)
+  if Site.PATTERN not in model.sites:
+    raise ValueError("where attention lands needs the model's pattern site; it has: "
+                     f"{', '.join(sorted(map(str, model.sites)))}")
+  pattern = (layer, head, Site.PATTERN)
 
   @jax.jit
   def strongest(params, intervention, inputs_BxL):
-    _, state = model.apply({"params": params}, inputs_BxL, intervention,
-                           mutable=["intermediates"])
-    pattern_BxHxLxL = state["intermediates"][f"block_{layer}"]["attention"]["pattern"][0]
-    return jnp.argmax(pattern_BxHxLxL[:, head], -1)
+    _, captured = model.run(params, inputs_BxL, intervention, capture=[pattern])
+    return jnp.argmax(captured[pattern], -1)
 
   return strongest
 
@@ -95,7 +98,7 @@ def matching_opens(task: tasks.DyckTask, split: str, where_NxL: np.ndarray
   return rows_n, cols_n, cols_n - distance_NxL[rows_n, cols_n] + 1
 
 
-def landing(task: tasks.DyckTask, model_cfg, params, proxy: proxies.Proxy,
+def landing(task: tasks.DyckTask, model, params, proxy: proxies.Proxy,
             labels: Sequence[dict], where: Sequence[tuple[str, str]], batch_size: int = 128
             ) -> list[dict]:
   """On each (split, stratum) of `where`, for the model and for every setting of `proxy`
@@ -103,7 +106,7 @@ def landing(task: tasks.DyckTask, model_cfg, params, proxy: proxies.Proxy,
   matching open (`on_open`), and whose strongest key is at the query's depth (`at_depth`).
   Strata: shallow = key depth 1..m-1, deep = key depth > m."""
   (layer, head), = proxy.heads
-  strongest = strongest_keys(model_cfg, layer, head)
+  strongest = strongest_keys(model, layer, head)
   m = task.config.max_depth
   in_stratum = {"shallow": lambda d: (d >= 1) & (d < m), "deep": lambda d: d > m}
   settings = [(dict(label, proxy=proxy.kind), proxy.setting(i))
@@ -133,20 +136,22 @@ def kmeans_specs(layer: int, head: int, ks: Sequence[int]) -> list[proxies.Proxy
           for separate in (False, True)]
 
 
-def measure(task: tasks.DyckTask, model_cfg, params, layer: int, head: int,
+def measure(task: tasks.DyckTask, model, params, layer: int, head: int,
             ks: Sequence[int], n_fit: int,
             fit: Callable[[proxies.ProxySpec], proxies.Proxy] | None = None) -> dict:
   """The variance fractions of the head's queries and keys, and where the attention of
-  the model and of k-means proxies (`kmeans_specs`) lands. `fit`: spec -> fitted proxy
-  (default: fit on the first n_fit training strings), for a caller that has them."""
-  fit = fit or (lambda spec: evaluation.fit_proxy(task, model_cfg, params, spec, n_fit))
+  the model and of k-means proxies (`kmeans_specs`) lands, on `model` (any
+  `models.sites.SiteModel` with q, k and pattern sites, or a `ModelConfig`). `fit`: spec
+  -> fitted proxy (default: fit on the first n_fit training strings), for a caller that
+  has them."""
+  fit = fit or (lambda spec: evaluation.fit_proxy(task, model, params, spec, n_fit))
   out = {"layer": layer, "head": head, "n_fit": n_fit, "ks": list(ks),
-         "variance": variance(task, model_cfg, params, layer, head, n_fit), "landing": []}
+         "variance": variance(task, model, params, layer, head, n_fit), "landing": []}
   where = [("iid", "shallow"), ("unseen_depth", "deep")]
   for spec in kmeans_specs(layer, head, ks):
     separate = dict(spec.options)["separate"]
     proxy = fit(spec)
-    rows = landing(task, model_cfg, params, proxy, spec.labels(), where)
+    rows = landing(task, model, params, proxy, spec.labels(), where)
     out["landing"] += [r for r in rows if not (separate and r["proxy"] == "model")]
   return out
 
@@ -193,7 +198,8 @@ def main(argv: Sequence[str]) -> None:
   cli.check_range("layer", layer, 0, model_cfg.n_layers - 1)
   cli.check_range("head", args.head, 0, model_cfg.n_heads - 1)
   cli.check_range("n_fit", args.n_fit, 1, task.n_train)
-  result = measure(task, model_cfg, params, layer, args.head, args.k, args.n_fit)
+  result = measure(task, transformer.TransformerSites(model_cfg), params, layer, args.head,
+                   args.k, args.n_fit)
   path = os.path.join(args.run, "eval", f"mechanism_layer{layer}_head{args.head}.json")
   rundir.write_json(path, result)
   print("\n".join(table(result)))

@@ -196,7 +196,7 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
   """Every seed x layer x proxy family at one training depth; returns the report's path."""
   clock = time.perf_counter()
   data_cfg = plan.data
-  task = tasks.DyckTask(data_cfg, data_dir)
+  task = tasks.from_config(data_cfg, data_dir)  # the registered task of the plan's data
   model_cfg = task.model_config(**dict(plan.model))
   n_fit = min(1000, data_cfg.n_train)
   rows, group_rows, mechanisms, model_rows, fit_rows = [], [], [], [], []

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.sites import Intervention, Site, Target, head_slice, intervene
+from models.sites import HEAD_AXIS, Intervention, Site, Target, head_slice, intervene
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +155,15 @@ def init_params(cfg: ModelConfig, seed: int) -> Any:
 def capture(cfg: ModelConfig, params: Any, tokens_BxL: jax.Array, layer: int,
             site: str) -> jax.Array:
   """The activation at `site` of block `layer` (all heads: [B, L, H, D] for q/k/v,
-  [B, H, L, L] for pattern, [B, L, M] for resid_pre)."""
-  _, state = Transformer(cfg).apply({"params": params}, tokens_BxL,
-                                    mutable=["intermediates"])
-  return _captured(state["intermediates"], layer, Site(site))
+  [B, H, L, L] for pattern, [B, L, M] for resid_pre), read through `TransformerSites`,
+  as every capture is (`proxies.capture` batches it for any `sites.SiteModel`)."""
+  site = Site(site)
+  heads = range(cfg.n_heads) if site.per_head else [None]
+  targets = [(layer, head, site) for head in heads]
+  _, captured = TransformerSites(cfg).run(params, tokens_BxL, capture=targets)
+  if not site.per_head:
+    return captured[targets[0]]
+  return jnp.stack([captured[t] for t in targets], axis=HEAD_AXIS[site])
 
 
 def _captured(intermediates: dict, layer: int, site: Site) -> jax.Array:
