@@ -105,10 +105,10 @@ class EvalConfig:
   splits: tuple[str, ...]
   scoring: str = "murty"
   n_fit: int = 1000  # training strings the proxy is fitted on
-  fit_split: str | None = None  # fit on this split's strings instead (a control)
   batch_size: int = 256
   seed: int = 0  # of the bootstrap (a kind's own seed is an option of its spec)
   n_bootstrap: int = 1000
+  fit_split: str | None = None  # fit on this split's strings instead (a control)
 
 
 @dataclasses.dataclass
