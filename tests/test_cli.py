@@ -61,7 +61,7 @@ def test_resume_may_change_how_often_it_logs_evaluates_and_saves(trained):
 def assert_one_compilation_per_shape(stdout: str, settings: int) -> None:
   """The whole sweep over every split compiles once per batch shape, not per setting/split."""
   line = re.search(r"faithfulness program: (\d+) compilation\(s\) for (\d+) proxy setting\(s\) "
-                   r"x 5 split\(s\) \((\d+) batch shape", stdout)
+                   rf"x {len(dyck.TEST_SPLITS)} split\(s\) \((\d+) batch shape", stdout)
   assert line, stdout
   compilations, n_settings, shapes = map(int, line.groups())
   assert n_settings == settings and compilations == shapes
@@ -130,7 +130,13 @@ def test_training_log_reports_iid_and_deep_accuracy_as_evaluation_does(trained, 
   assert result.returncode == 0, result.stderr
   rows = {r["split"]: r for r in json.loads(out.read_text())}
   assert abs(last["iid_accuracy"] - rows["iid"]["accuracy_model"]) < 1e-6
-  assert abs(last["deep_accuracy"] - rows["unseen_depth"]["accuracy_model_deep"]) < 1e-6
+  # deep_accuracy is taken on the validation deep split, never a test split.
+  from pipeline import tasks
+  task, cfg, params = tasks.load_trained(str(run_dir))
+  deep = dict(task.eval_arrays("val_depth"))
+  deep["scored"] = deep["scored"] & (deep["depth"] > task.config.max_depth)
+  accuracy = tasks.model_accuracy(cfg, task.decision(), task.pad_id)
+  assert abs(last["deep_accuracy"] - accuracy(params, deep)) < 1e-6
 
 
 def test_a_split_from_a_text_file_evaluates_like_the_same_strings_generated(trained, tmp_path):
@@ -182,7 +188,9 @@ def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, val
     assert all(r["agreement"] == 1.0 for r in rows if r["rank"] == 8)
   assert json.loads((run_dir / "eval" / f"{stem}.json").read_text()) == rows
   groups = json.loads((run_dir / "eval" / f"{stem}_by_group.json").read_text())
-  assert {g["group"] for g in groups} == {"depth", "distance", "depth_distance"}
+  assert {g["group"] for g in groups} == {"depth", "distance", "depth_distance", "span_depth",
+                                          "length", "position", "depth_distance_length",
+                                          "margin"}
   assert sum(g["n"] for g in groups if g["group"] == "depth") == sum(r["n"] for r in rows)
   # Every scored position is a close: depth x distance buckets add up to each depth's.
   for g in groups:

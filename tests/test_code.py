@@ -149,7 +149,7 @@ def test_train_evaluate_and_gaps_of_the_code_task_end_to_end(code_trees, tmp_pat
   assert all(r["bits_model"] > 0 and r["n"] > 0 for r in rows)
   run = tmp_path / "runs" / "code-python-s0"
   groups = json.loads((run / "eval" / "svd_layer1_head0_q+k_2-4_by_group.json").read_text())
-  assert {g["group"] for g in groups} == {"category", "word", "category_word"}
+  assert {g["group"] for g in groups} == {"category", "word", "category_word", "margin"}
   repeated = [g for g in groups if g["group"] == "word" and g["bucket"] == "repeated rare word"]
   assert repeated and all(g["n"] > 0 for g in repeated)
   wrong = tiny.run(os.path.join(tiny.ROOT, "evaluate.py"), "--task=dyck", cwd=tmp_path)
