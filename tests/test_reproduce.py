@@ -8,7 +8,9 @@ import math
 import pytest
 
 import proxies
+from data import dyck
 from experiments import aggregate, reproduce
+from pipeline import confidence
 from tests import tiny
 
 SMOKE = reproduce.PLANS["smoke"]
@@ -25,8 +27,10 @@ def reproduced(tmp_path_factory):
 def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   rows = list(csv.DictReader(open(reproduced / "rows.csv")))
   seen = {(r["model_seed"], r["layer"], aggregate.family(r), r["split"]) for r in rows}
-  # Four families on each layer, and k-means fitted separately too on the last.
-  assert len(seen) == len(SMOKE.seeds) * (4 + 5) * 5
+  # Every kind on each layer, k-means fitted separately too on the last, on every test split.
+  test_splits = {r["split"] for r in rows}
+  assert test_splits == set(dyck.TEST_SPLITS)
+  assert len(seen) == len(SMOKE.seeds) * (2 * len(proxies.KINDS) + 1) * len(test_splits)
   # Every registered kind, and k-means fitted separately too on the last.
   assert ({aggregate.family(r) for r in rows if r["layer"] == "1"}
           == set(proxies.KINDS) | {"kmeans separate"})
@@ -35,7 +39,9 @@ def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   full = [r for r in rows if r["proxy"] == "svd" and r["rank"] == "8"]
   assert all(float(r["agreement"]) == 1.0 for r in full)
   groups = list(csv.DictReader(open(reproduced / "by_group.csv")))
-  assert {g["group"] for g in groups} == {"depth", "distance", "depth_distance"}
+  assert {g["group"] for g in groups} == {
+      "depth", "distance", "depth_distance", "span_depth", "length", "position",
+      "depth_distance_length", confidence.GROUP}
   deepest = max(int(g["bucket"]) for g in groups if g["group"] == "depth")
   assert deepest > SMOKE.data.max_depth  # unseen depth reaches past training
 
