@@ -6,6 +6,7 @@
   python evaluate.py --proxy=onehot
   python evaluate.py --proxy=weight_svd --rank=4
   python evaluate.py --task=code --proxy=svd --rank=4 --layer=1 --head=3
+  python evaluate.py --proxy=kmeans --k=8 --fit_split=val_depth   # fitted out of distribution
 
 Uses the latest run under runs/ (or --run=DIR). The whole sweep (every rank or K) and the
 model run in one compiled program. The table is printed and written to <run>/eval/ as JSON
@@ -19,12 +20,11 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 
-import jax
-
 import proxies
 from experiments import cli
-from pipeline import evaluation, rundir, tasks
+from pipeline import api, evaluation, rundir, tasks
 from models import checkpoints, mesh, training, transformer
+from models.sites import SiteModel
 
 # Flags with a meaning for every kind, though some kind also takes them as an option.
 GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
@@ -60,6 +60,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                       help="bootstrap resamples of the strings for the intervals (default: 1000)")
   parser.add_argument("--n_fit", type=int, default=None,
                       help="training strings to fit on (default: 1000, or all if fewer)")
+  parser.add_argument("--fit_split", default=None,
+                      help="fit on the first --n_fit strings of this split instead (a test or "
+                      "validation split: the fitting-distribution control)")
   parser.add_argument("--scoring", default=None,
                       help=f"which positions are scored: {tasks.help_for('scoring')}")
   parser.add_argument("--splits", default=None,
@@ -106,68 +109,33 @@ def kind_flags() -> dict[str, Callable[[proxies.ProxyKind], bool]]:
   for option in dict.fromkeys(o for k in proxies.KINDS.values() for o in k.options):
     if option not in GENERAL_FLAGS:
       flags[option] = lambda kind, option=option: option in kind.options
-  flags["n_fit"] = lambda kind: kind.fits_on == "activations"
+  flags["n_fit"] = flags["fit_split"] = lambda kind: kind.fits_on == "activations"
   return flags
 
 
-def check(args: argparse.Namespace, model_cfg: transformer.ModelConfig,
-          task) -> evaluation.EvalConfig:
-  """Validates everything that depends on the run; returns what to evaluate (the parsed
+def check(args: argparse.Namespace, model: SiteModel, task) -> evaluation.EvalConfig:
+  """Validates everything that depends on the run (`api.plan`: the kind's own limits, the
+  settings against the task) before anything runs; returns what to evaluate (the parsed
   flags are left as they were given)."""
   kind = proxies.KINDS[args.proxy]
-  model = transformer.TransformerSites(model_cfg)
   for flag, applies in kind_flags().items():
     given = getattr(args, flag)
     if given is not None and given is not False and not applies(kind):
       users = [k.name for k in proxies.KINDS.values() if applies(k)]
       raise cli.UsageError(f"--{flag} does not apply to {args.proxy}; it applies to: "
                            f"{', '.join(users)}")
-  values = ()
-  if kind.sweep:
-    values = tuple(getattr(args, kind.sweep) or kind.sweep_default)
-    if not values:
-      raise cli.UsageError(f"{args.proxy} needs --{kind.sweep}")
-  layers = index_list("layer", args.layer, model_cfg.n_layers)
-  heads = index_list("head", args.head, model_cfg.n_heads)
-  sites = tuple(args.sites.split(",")) if args.sites else kind.sites
-  for site in sites:
-    cli.check_choice("site", site, kind.allowed_sites)
-  if kind.fits_on == "activations":
-    widths = {site: model.width(site) for site in sites}
-    if "separate" in kind.options and not args.separate and len(set(widths.values())) > 1:
-      raise cli.UsageError(
-          f"a joint {args.proxy} fit needs sites of one width, but "
-          f"{', '.join(f'{s} has {w}' for s, w in widths.items())} dimensions; "
-          "pass --separate (one fit per site) or sites of one width")
-  if kind.sweep == "rank":  # a rank above a site's width would be clipped, yet labelled
-    narrowest = min(sites, key=model.width)
-    width = model.width(narrowest)
-    for rank in values:
-      cli.check_range("rank", rank, 1, width,
-                      f" ({narrowest}, the narrowest site simplified, has {width} dimensions)")
-  if kind.sweep == "k":
-    for k in values:  # against the fitting set too, once it is collected
-      cli.check_range("k", k, 1, evaluation.MAX_K)
-  n_fit = args.n_fit if args.n_fit is not None else min(1000, task.n_train)
-  cli.check_range("n_fit", n_fit, 1, task.n_train, " (the training split's size)")
-  cli.check_range("batch_size", args.batch_size, 1, 1 << 16)
-  if args.batch_size % jax.device_count():
-    raise cli.UsageError(f"batch_size={args.batch_size} must be a multiple of the "
-                         f"{jax.device_count()} devices")
-  cli.check_range("seed", args.seed, 0, 2**32 - 1)
-  cli.check_range("n_bootstrap", args.n_bootstrap, 1, 100_000)
-  scoring = args.scoring or task.scorings[0]
-  cli.check_choice("scoring", scoring, task.scorings)
-  splits = tuple(args.splits.split(",")) if args.splits is not None else tuple(task.splits)
-  for split in splits:
-    cli.check_choice("split", split, task.splits)
-  given = lambda name: args.seed if name == "seed" else getattr(args, name)
-  options = tuple((name, default if given(name) is None else given(name))
-                  for name, default in kind.options.items())
-  spec = proxies.ProxySpec(args.proxy, tuple((l, h) for l in layers for h in heads), sites,
-                           values, options)
-  return evaluation.EvalConfig(spec, splits, scoring, n_fit, args.batch_size, args.seed,
-                               args.n_bootstrap)
+  values = getattr(args, kind.sweep) if kind.sweep else None
+  layers = index_list("layer", args.layer, model.n_layers)
+  heads = index_list("head", args.head, model.n_heads)
+  options = {name: args.seed if name == "seed" else getattr(args, name)
+             for name in kind.options}
+  return api.plan(task, model, args.proxy, values or (),
+                  heads=[(l, h) for l in layers for h in heads],
+                  sites=args.sites.split(",") if args.sites else None,
+                  options={k: v for k, v in options.items() if v is not None},
+                  splits=args.splits.split(",") if args.splits is not None else None,
+                  scoring=args.scoring, n_fit=args.n_fit, fit_split=args.fit_split,
+                  batch_size=args.batch_size, seed=args.seed, n_bootstrap=args.n_bootstrap)
 
 
 def index_list(name: str, text: str, count: int) -> list[int]:
@@ -223,7 +191,8 @@ def main(argv: Sequence[str]) -> None:
     if not sep:
       raise cli.UsageError(f"--split_file={entry}: expected NAME=PATH")
     task.add_split_file(name, path)
-  config = check(args, model_cfg, task)
+  model = transformer.TransformerSites(model_cfg)
+  config = check(args, model, task)
   spec = config.spec
   eval_dir = os.path.join(run_dir, "eval")
   cli.ensure_writable(eval_dir)
@@ -233,13 +202,14 @@ def main(argv: Sequence[str]) -> None:
   params = training.restore_params(run_dir, model_cfg, train_cfg)
   if params is None:
     raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
-  fitted_on = {"activations": f"fitted on {config.n_fit} training strings",
+  fitted_on = {"activations": f"fitted on {config.n_fit} {config.fit_split or 'training'} "
+                              "strings",
                "weights": "fitted on the head's weights", "nothing": "nothing to fit"}
   where = ", ".join(f"layer {l} head {h}" for l, h in spec.heads)
   say(f"run {run_dir}: {args.proxy} on {where} ({'+'.join(spec.sites)}"
       f"{', each head fitted on its own' if len(spec.heads) > 1 else ''}), "
       f"{fitted_on[proxies.KINDS[args.proxy].fits_on]}")
-  result = evaluation.run(task, model_cfg, params, config)
+  result = api.Run(task, model, params).run(config)
   say(format_table(result.rows))
   say(f"faithfulness program: {result.compilations} compilation(s) for {result.settings} "
       f"proxy setting(s) x {len(config.splits)} split(s) ({result.shapes} batch shape(s): length "
@@ -247,7 +217,7 @@ def main(argv: Sequence[str]) -> None:
 
   if not mesh.is_main():
     return  # files are written once, by process 0
-  stem = evaluation.file_stem(spec)
+  stem = evaluation.file_stem(spec, config.fit_split)
   paths = evaluation.write(result, eval_dir, stem)
   if args.out:
     rundir.write_json(args.out, result.rows)

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import proxies  # noqa: E402
 import dyck_bench  # noqa: E402  (bench/ is on the path: this file's folder)
 from data import dyck  # noqa: E402
-from pipeline import evaluation, tasks  # noqa: E402
+from pipeline import api, tasks  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 TINY = dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
@@ -54,18 +54,15 @@ TINY = dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_tes
 
 def sweep_agreements(task, model_cfg, params, ranks) -> list[float]:
   """Agreement on iid of each rank of the run's layer-1 svd sweep (the equality check)."""
-  spec = proxies.ProxySpec("svd", ((model_cfg.n_layers - 1, 0),), ("q", "k"), tuple(ranks))
-  e = evaluation.evaluate(task, model_cfg, params, spec, splits=["iid"], n_fit=200,
-                          n_bootstrap=10)
-  return [r["agreement"] for r in e.rows]
+  run = api.Run(task, model_cfg, params)
+  result = run.evaluate(run.fit("svd", ranks, n_fit=200), ["iid"], n_bootstrap=10)
+  return [r["agreement"] for r in result.rows]
 
 
 def peak_device_memory(task, model_cfg, params, ranks, copies: int, batch_size: int) -> float:
   """Peak bytes in use on the device (GPU/TPU) after evaluating `copies` x the iid strings;
   on a CPU, which reports no device statistics, the process's peak RSS."""
-  acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(200),
-                                          task.pad_id, [(1, 0)], ("q", "k"))
-  sweep = proxies.fit(proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), tuple(ranks)), acts)
+  sweep = api.Run(task, model_cfg, params).fit("svd", ranks, heads=[(1, 0)], n_fit=200).proxy
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   arrays = {k: np.concatenate([v] * copies) for k, v in task.eval_arrays("iid").items()}
   faithfulness.evaluate(program, params, sweep, arrays, batch_size, task.pad_id)
@@ -157,13 +154,9 @@ def main(argv=None) -> None:
 
   def sae_fit():
     start = time.perf_counter()
-    acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(1000),
-                                            task.pad_id, [(model_cfg.n_layers - 1, 0)],
-                                            ("q", "k"))
     kind = proxies.KINDS["sae"]
-    spec = proxies.ProxySpec("sae", ((model_cfg.n_layers - 1, 0),), kind.sites,
-                             kind.sweep_default, tuple({**kind.options, **sae_options}.items()))
-    jax.block_until_ready(proxies.fit(spec, acts))
+    # The API's default fit: 1000 training strings (all, if fewer), the kind's sweep.
+    jax.block_until_ready(api.Run(task, model_cfg, params).fit("sae", **sae_options).proxy)
     seconds = time.perf_counter() - start
     print(f"sae: default sweep k={','.join(map(str, kind.sweep_default))} fitted in "
           f"{seconds:.1f} s ({jax.devices()[0].device_kind})")

@@ -41,10 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import proxies  # noqa: E402
 from data import dyck  # noqa: E402
 from experiments import cli  # noqa: E402
-from pipeline import tasks  # noqa: E402
+from pipeline import api, tasks  # noqa: E402
 from models import mesh, training, transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
@@ -88,9 +87,9 @@ def time_to_accuracy(task, workdir: str, target: float, eval_every: int, steps: 
 
 
 def sweep_ratio(task, model_cfg, params, ranks, repeats: int, batch_size: int):
-  acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(1000),
-                                          task.pad_id, [(1, 0)], ("q", "k"))
-  sweep = proxies.fit(proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), tuple(ranks)), acts)
+  # Fitted through the API (layer 1's head, its q and k, on 1000 training strings or all if
+  # fewer); what is timed is the engine below it: one compiled program against a loop.
+  sweep = api.Run(task, model_cfg, params).fit("svd", ranks, heads=[(1, 0)]).proxy
   singles = [jax.tree_util.tree_map(lambda a, i=i: a[i:i + 1], sweep) for i in range(len(ranks))]
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   arrays = task.eval_arrays("iid")
@@ -180,9 +179,7 @@ def memory_child(task, copies: int, ranks, batch_size: int) -> None:
   """Runs in a fresh process: evaluate `copies` x 500 iid strings, print peak RSS (MiB)."""
   model_cfg = task.model_config()
   params = transformer.init_params(model_cfg, 0)
-  acts = faithfulness.collect_activations(model_cfg, params, task.fit_inputs(200),
-                                          task.pad_id, [(1, 0)], ("q", "k"))
-  sweep = proxies.fit(proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), tuple(ranks)), acts)
+  sweep = api.Run(task, model_cfg, params).fit("svd", ranks, heads=[(1, 0)], n_fit=200).proxy
   program = faithfulness.FaithfulnessProgram(model_cfg, task.decision(), task.pad_id)
   base = {k: v[:500] for k, v in task.eval_arrays("iid").items()}
   arrays = {k: np.concatenate([v] * copies) for k, v in base.items()}

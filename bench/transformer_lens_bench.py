@@ -40,7 +40,7 @@ except ImportError:
 import proxies  # noqa: E402
 from experiments import cli  # noqa: E402
 from models import transformer  # noqa: E402
-from pipeline import evaluation, rundir, tasks  # noqa: E402
+from pipeline import api, rundir, tasks  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 COMPARED = ("agreement", "accuracy_proxy", "accuracy_model", "attention_jsd", "tv")
@@ -160,11 +160,11 @@ def main() -> None:
   try:
     run_dir = args.run or rundir.latest_run(task="dyck")
     task, model_cfg, params = tasks.load_trained(run_dir)
+    # On 1000 training strings (or all, if fewer): the API's default.
+    run = api.Run(task, model_cfg, params)
+    sweep = run.fit("svd", args.ranks, heads=[(args.layer, args.head)]).proxy
   except cli.BAD_INPUT as e:
     sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
-  spec = proxies.ProxySpec("svd", ((args.layer, args.head),), ("q", "k"), tuple(args.ranks),
-                           (("centered", False), ("separate", False)))
-  sweep = evaluation.fit_proxy(task, model_cfg, params, spec, n_fit=1000)
   arrays = task.eval_arrays(args.split)
   decision = task.decision()
   tl_model = hooked_transformer(model_cfg, params)

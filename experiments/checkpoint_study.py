@@ -30,7 +30,8 @@ import numpy as np
 import proxies
 from experiments import aggregate, cli
 from models import atomic, checkpoints, training
-from pipeline import evaluation, rundir, tasks
+from pipeline import api, evaluation, rundir, tasks
+from proxies import faithfulness
 
 SPLITS = ("iid", "unseen_depth")
 SWEEPS = {"svd": (4, 16), "kmeans": (64,), "onehot": (), "weight_svd": (16,)}
@@ -55,26 +56,42 @@ def choose(checked: list[dict], min_iid: float) -> tuple[dict, dict] | None:
   return max(ok, key=lambda c: c["val_deep"]), min(ok, key=lambda c: c["val_deep"])
 
 
-def specs(layer: int) -> list[proxies.ProxySpec]:
+def specs(model, layer: int, log=print) -> list[proxies.ProxySpec]:
+  """`SWEEPS` on head 0 of `layer` of `model` (a SiteModel or ModelConfig). The sweeps are
+  sized for the default model; on a smaller one, a value its kind refuses there (a rank
+  above the head's width) is left out and said, not run and mislabelled."""
+  model = faithfulness.site_model(model)
   out = []
   for name, values in SWEEPS.items():
-    kind = proxies.KINDS[name]
-    out.append(proxies.ProxySpec(name, ((layer, 0),), kind.sites, values,
-                                 tuple(kind.options.items())))
+    kept = [v for v in values if _admits(model, name, v, layer)]
+    if len(kept) < len(values):
+      log(f"  {name}: {', '.join(str(v) for v in values if v not in kept)} left out "
+          "(beyond what this model admits)")
+    if kept or not values:
+      out.append(proxies.make_spec(model, name, kept, heads=[(layer, 0)]))
   return out
+
+
+def _admits(model, name: str, value: int, layer: int) -> bool:
+  try:
+    proxies.make_spec(model, name, [value], heads=[(layer, 0)])
+  except proxies.ProxyError:
+    return False
+  return True
 
 
 def evaluate_step(task, model_cfg, params, run_dir: str, step: int, layer: int,
                   log) -> list[dict]:
   eval_dir = os.path.join(run_dir, "eval", f"checkpoint-{step}")
   rows = []
-  for spec in specs(layer):
+  run = api.Run(task, model_cfg, params)
+  for spec in specs(model_cfg, layer, log):
     path = os.path.join(eval_dir, evaluation.file_stem(spec) + ".json")
     if os.path.exists(path):
       rows += json.load(open(path, encoding="utf-8"))
       continue
-    result = evaluation.evaluate(task, model_cfg, params, spec, splits=SPLITS, n_fit=1000,
-                                 batch_size=128)
+    # Fitted on 1000 training strings (`evaluation.N_FIT`), or all if fewer.
+    result = run.evaluate(run.fit_spec(spec), SPLITS, batch_size=128)
     evaluation.write(result, eval_dir, evaluation.file_stem(spec))
     log(f"  step {step} {spec.kind}: {result.settings} setting(s)")
     rows += result.rows

@@ -29,8 +29,9 @@ import numpy as np
 import proxies
 from data import code_batch
 from experiments import cli
-from pipeline import evaluation, rundir, tasks
+from pipeline import api, rundir, tasks
 from models import atomic, checkpoints, mesh
+from proxies import faithfulness
 
 COUNTS = ("n", "agree", "correct_model", "correct_proxy")
 LEVEL = 0.95
@@ -147,22 +148,23 @@ def group_members(n_categories: int, n_words: int) -> dict[str, tuple[list[str],
                             np.eye(cells))}
 
 
-def spec_for(kind_name: str, layer: int, head: int, value: int | None, seed: int
+def spec_for(model, kind_name: str, layer: int, head: int, value: int | None, seed: int
              ) -> proxies.ProxySpec:
+  """One setting of `kind_name` at (layer, head), checked against `model` (a SiteModel or
+  a ModelConfig); `seed` seeds the kinds that take one."""
   kind = proxies.KINDS[kind_name]
-  options = tuple((name, seed if name == "seed" else default)
-                  for name, default in kind.options.items())
-  values = (value,) if kind.sweep else ()
-  return proxies.ProxySpec(kind_name, ((layer, head),), kind.sites, values, options)
+  return proxies.make_spec(faithfulness.site_model(model), kind_name,
+                           (value,) if kind.sweep else (), heads=[(layer, head)],
+                           options={"seed": seed} if "seed" in kind.options else {})
 
 
 def head_rows(task: tasks.CodeTask, model_cfg, params, spec: proxies.ProxySpec, n_fit: int,
               batch_size: int, n_resamples: int, seed: int) -> list[dict]:
   """Every gap row of one head's proxy (one setting)."""
-  by_file = _ByFile(task)
-  result = evaluation.evaluate(by_file, model_cfg, params, spec, splits=task.splits,
-                               scoring="all", n_fit=n_fit, batch_size=batch_size, seed=seed,
-                               n_bootstrap=1)
+  run = api.Run(_ByFile(task), model_cfg, params)
+  by_file = run.task
+  result = run.evaluate(run.fit_spec(spec, n_fit=n_fit), task.splits, scoring="all",
+                        batch_size=batch_size, seed=seed, n_bootstrap=1)
   counts = {s: counts_by_file(result.group_rows, s, len(by_file.files(s)), by_file.n_cells)
             for s in task.splits}
   rows = []
@@ -224,7 +226,8 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--run", required=True, help="a code run directory")
   parser.add_argument("--proxy", default="svd", help=f"one of: {', '.join(proxies.KINDS)}")
   parser.add_argument("--value", type=int, default=None,
-                      help="the rank or K (default: 4 for a rank, 16 for K; none for onehot)")
+                      help="the sweep's value: the rank or K (default: 4 for a rank, 16 for K, "
+                      "else the kind's default; none for a kind without a sweep)")
   parser.add_argument("--layer", type=int, default=-1, help="block (default: the last)")
   parser.add_argument("--heads", default="all", help="comma-separated heads (default: all)")
   parser.add_argument("--n_fit", type=int, default=1000, help="training windows to fit on")
@@ -238,7 +241,10 @@ def main(argv: Sequence[str]) -> None:
   kind = proxies.KINDS[args.proxy]
   if kind.sweep is None and args.value is not None:
     raise cli.UsageError(f"--value does not apply to {args.proxy} (it has no sweep)")
-  value = args.value if args.value is not None else {"rank": 4, "k": 16}.get(kind.sweep)
+  # The values the committed code results use; a kind with another sweep takes its default.
+  value = args.value
+  if value is None and kind.sweep:
+    value = {"rank": 4, "k": 16}.get(kind.sweep, kind.sweep_default[0])
   task, model_cfg, params = tasks.load_trained(args.run)
   if task.name != "code":
     raise cli.UsageError(f"run {args.run!r} is a {task.name} run, not a code run")
@@ -255,7 +261,7 @@ def main(argv: Sequence[str]) -> None:
   rows = []
   for head in heads:
     try:
-      spec = spec_for(args.proxy, layer, head, value, args.seed)
+      spec = spec_for(model_cfg, args.proxy, layer, head, value, args.seed)
     except ValueError as e:  # a rank or K the proxy kind rejects
       raise cli.UsageError(str(e)) from None
     print(f"{args.proxy} {value} on layer {layer} head {head} ...", flush=True)

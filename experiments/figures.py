@@ -21,11 +21,15 @@ import numpy as np
 matplotlib.use("Agg")  # files only; no display on a server or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+import proxies  # noqa: E402
 from experiments import aggregate  # noqa: E402
 
-# Axis labels where a family's sweep name alone says too little (any other: its name).
-SWEEP_AXIS = {"svd": "rank (components)", "kmeans": "K (clusters)",
-              "kmeans separate": "K (clusters per site)", "weight_svd": "rank of W_QK"}
+
+def sweep_axis(family: str) -> str:
+  """A family's sweep axis label: its kind's `sweep_label` (default: the sweep's name), one
+  fit per site for a '<kind> separate' family."""
+  label = proxies.KINDS[family.split()[0]].sweep_label or aggregate.sweep_name(family)
+  return f"{label}, one fit per site" if family.endswith(" separate") else label
 
 
 def _band(ax, x, intervals, label, **style):
@@ -77,7 +81,7 @@ def sweep(rows: list[dict], layer: int, splits: Sequence[str], path: str) -> str
         values = sorted(v for s, v in stats if s == split)
         _band(ax, values, [stats[(split, v)] for v in values], split)
       ax.set_xscale("log", base=2)
-      label_axes(ax, SWEEP_AXIS.get(proxy, aggregate.sweep_name(proxy)),
+      label_axes(ax, sweep_axis(proxy),
                  metric.replace("_", " "), f"{proxy}, layer {layer}")
   axes[0][0].legend(fontsize=8)
   return save_figure(fig, path)

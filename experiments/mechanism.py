@@ -31,7 +31,7 @@ import numpy as np
 import proxies
 from data import dyck_batch
 from experiments import cli
-from pipeline import evaluation, rundir, tasks
+from pipeline import api, rundir, tasks
 from models import transformer
 from models.sites import Site
 from proxies import faithfulness
@@ -129,10 +129,12 @@ def landing(task: tasks.DyckTask, model, params, proxy: proxies.Proxy,
   return rows
 
 
-def kmeans_specs(layer: int, head: int, ks: Sequence[int]) -> list[proxies.ProxySpec]:
-  """The k-means sweeps measured: queries and keys clustered jointly, then separately."""
-  return [proxies.ProxySpec("kmeans", ((layer, head),), SITES, tuple(ks),
-                            (("separate", separate), ("seed", 0)))
+def kmeans_specs(model, layer: int, head: int, ks: Sequence[int]) -> list[proxies.ProxySpec]:
+  """The k-means sweeps measured: queries and keys clustered jointly, then separately
+  (`model`: a `models.sites.SiteModel` or a `ModelConfig`, which they are checked against)."""
+  model = faithfulness.site_model(model)
+  return [proxies.make_spec(model, "kmeans", ks, heads=[(layer, head)], sites=SITES,
+                            options={"separate": separate, "seed": 0})
           for separate in (False, True)]
 
 
@@ -144,11 +146,11 @@ def measure(task: tasks.DyckTask, model, params, layer: int, head: int,
   `models.sites.SiteModel` with q, k and pattern sites, or a `ModelConfig`). `fit`: spec
   -> fitted proxy (default: fit on the first n_fit training strings), for a caller that
   has them."""
-  fit = fit or (lambda spec: evaluation.fit_proxy(task, model, params, spec, n_fit))
+  fit = fit or (lambda spec: api.Run(task, model, params).fit_spec(spec, n_fit=n_fit).proxy)
   out = {"layer": layer, "head": head, "n_fit": n_fit, "ks": list(ks),
          "variance": variance(task, model, params, layer, head, n_fit), "landing": []}
   where = [("iid", "shallow"), ("unseen_depth", "deep")]
-  for spec in kmeans_specs(layer, head, ks):
+  for spec in kmeans_specs(model, layer, head, ks):
     separate = dict(spec.options)["separate"]
     proxy = fit(spec)
     rows = landing(task, model, params, proxy, spec.labels(), where)

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import proxies
 from data import dyck
 from experiments import cli, depth_controls, figures, mechanism, report
-from pipeline import evaluation, rundir, tasks, training_run
-from models import checkpoints, mesh, training
+from pipeline import api, evaluation, rundir, tasks, training_run
+from models import checkpoints, mesh, training, transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,15 @@ class Plan:
   # The fitting-distribution control: the last layer's data-fitted proxies fitted on this
   # split too (the last layer's head is the one that matches closes by depth).
   fit_split: str | None = "val_depth"
+
+  def sweep_values(self, kind: proxies.ProxyKind) -> tuple[int, ...]:
+    """The values `kind` is swept over: its own (`kind_values`), else the plan's for its
+    sweep's name (`ranks`, `ks`), else the kind's default sweep; () for a kind without one."""
+    by_sweep = {"rank": self.ranks, "k": self.ks}  # the plan's values, by sweep name
+    if kind.sweep is None:
+      return ()
+    return (dict(self.kind_values).get(kind.name) or by_sweep.get(kind.sweep)
+            or kind.sweep_default)
 
 
 PLANS = {
@@ -104,25 +113,23 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def specs(plan: Plan, n_layers: int) -> list[proxies.ProxySpec]:
-  """Every registered proxy kind (`proxies.KINDS`) on head 0 of every layer, at its default
-  sites and options, swept over the plan's values for its sweep ('rank': `ranks`, 'k':
-  `ks`; a kind whose sweep the plan has no values for is left out). On the last layer,
-  k-means is fitted both jointly and separately, over `last_layer_ks`
-  (`mechanism.kmeans_specs`: its fits serve the mechanism measurement too)."""
+def specs(plan: Plan, model) -> list[proxies.ProxySpec]:
+  """Every registered proxy kind (`proxies.KINDS`) on head 0 of every layer of `model` (a
+  `models.sites.SiteModel`), at its default sites and options, swept over the plan's values
+  for it (`Plan.sweep_values`), each checked against the model (`proxies.make_spec`). On the
+  last layer, the kind the mechanism measurement fits is swept as it fits it (k-means,
+  jointly and separately, over `last_layer_ks`: `mechanism.kmeans_specs`), so that its
+  fits serve the measurement too."""
+  last = model.n_layers - 1
+  measured = mechanism.kmeans_specs(model, last, 0, plan.last_layer_ks or plan.ks)
   out = []
-  for layer in range(n_layers):
-    last = layer == n_layers - 1
+  for layer in range(model.n_layers):
     for kind in proxies.KINDS.values():
-      if kind.name == "kmeans" and last:
-        out += mechanism.kmeans_specs(layer, 0, plan.last_layer_ks or plan.ks)
+      if layer == last and kind.name in {s.kind for s in measured}:
+        out += measured
         continue
-      values = dict(plan.kind_values).get(kind.name) or (
-          {"rank": plan.ranks, "k": plan.ks}.get(kind.sweep, ()) if kind.sweep else ())
-      if kind.sweep and not values:
-        continue
-      out.append(proxies.ProxySpec(kind.name, ((layer, 0),), kind.sites, values,
-                                   tuple(kind.options.items())))
+      out.append(proxies.make_spec(model, kind.name, plan.sweep_values(kind),
+                                   heads=[(layer, 0)]))
   return out
 
 
@@ -140,10 +147,10 @@ def evaluate_cached(task, model_cfg, params, spec, run_dir: str, plan: Plan, n_f
         and all(r.get("n_fit") == n_fit and r.get("scoring") == "murty" for r in rows)):
       return rows, group_rows
   start = time.perf_counter()
-  proxy = fit(spec) if fit_split is None else None
-  result = evaluation.evaluate(task, model_cfg, params, spec, splits=splits,
-                               n_fit=n_fit, batch_size=plan.batch_size, proxy=proxy,
-                               fit_split=fit_split)
+  run = api.Run(task, model_cfg, params)
+  sweep = (api.Sweep(spec, fit(spec), n_fit) if fit_split is None
+           else run.fit_spec(spec, n_fit=n_fit, fit_split=fit_split))
+  result = run.evaluate(sweep, splits, batch_size=plan.batch_size)
   if mesh.is_main():
     evaluation.write(result, eval_dir, stem)
   log(f"  {stem}: {result.settings} setting(s) x {len(splits)} splits in "
@@ -211,12 +218,12 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
 
     def fit(spec):
       if spec not in fitted:
-        fitted[spec] = evaluation.fit_proxy(task, model_cfg, params, spec, n_fit)
+        fitted[spec] = api.Run(task, model_cfg, params).fit_spec(spec, n_fit=n_fit).proxy
       return fitted[spec]
 
     model_rows += [dict(r, model_seed=seed)
                    for r in model_accuracies(task, model_cfg, params, run_dir, plan)]
-    for spec in specs(plan, model_cfg.n_layers):
+    for spec in specs(plan, transformer.TransformerSites(model_cfg)):
       r, g = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log, fit)
       rows += [dict(row, model_seed=seed) for row in r]
       group_rows += [dict(row, model_seed=seed) for row in g]

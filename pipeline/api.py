@@ -3,23 +3,28 @@
   from pipeline.api import load_run
   run = load_run("runs/dyck-k20-m10-s0")
   sweep = run.fit("svd", [1, 2, 4, 8], heads=[(0, 0), (1, 0)])   # both layers' heads at once
-  result = run.evaluate(sweep, splits=["iid", "unseen_depth"])
+  result = run.evaluate(sweep, splits=["iid", "unseen_depth"])   # or n_bootstrap=..., ...
   result.rows             # plain dicts, one per split x setting (as evaluate.py writes them)
   result.by("depth")      # one per split x setting x depth bucket
   sweep.save("svd_both")  # svd_both.json + svd_both.npz; Sweep.load("svd_both") reads it
 
-Bad requests raise domain errors (`proxies.ProxyError`, `pipeline.errors.RunError`, both
-ValueErrors) and never exit the process. A `Run` is a task (its data and splits), a model
-seen through the site interface (`models.sites.SiteModel`: the built-in Transformer, or any
-Flax Linen model through `models.sites.LinenSites`) and its parameters. Evaluations share
-one compiled program per (model, scoring), so a second `evaluate` of the same shapes
-compiles nothing (`result.compilations`).
+Every request is checked before anything runs: a sweep against the model and its kind's
+limits (`proxies.make_spec`), the settings against the task (`evaluation.resolve`, over the
+one set of defaults, `evaluation.EvalConfig`). Bad requests raise domain errors
+(`proxies.ProxyError`, `pipeline.errors.RunError`, both ValueErrors) and never exit the
+process; evaluate.py is this API behind flags (`plan`, then `Run.run`).
+
+A `Run` is a task (its data and splits), a model seen through the site interface
+(`models.sites.SiteModel`: the built-in Transformer, or any Flax Linen model through
+`models.sites.LinenSites`) and its parameters. Evaluations share one compiled program per
+(model, scoring), so a second `evaluate` of the same shapes compiles nothing
+(`result.compilations`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import proxies
@@ -35,7 +40,8 @@ class Sweep:
 
   spec: proxies.ProxySpec
   proxy: proxies.Proxy
-  n_fit: int | None = None  # training strings fitted on (None: no data)
+  n_fit: int | None = None  # strings fitted on (None: no data)
+  fit_split: str | None = None  # the split they came from, when not the training split
 
   @property
   def labels(self) -> list[dict]:
@@ -43,12 +49,13 @@ class Sweep:
 
   def save(self, path: str) -> tuple[str, str]:
     """Writes <path>.json (the spec) and <path>.npz (the arrays); no pickle."""
-    return proxies.save(path, self.spec, self.proxy, {"n_fit": self.n_fit})
+    return proxies.save(path, self.spec, self.proxy,
+                        {"n_fit": self.n_fit, "fit_split": self.fit_split})
 
   @classmethod
   def load(cls, path: str) -> "Sweep":
     spec, proxy, info = proxies.load(path)
-    return cls(spec, proxy, info.get("n_fit"))
+    return cls(spec, proxy, info.get("n_fit"), info.get("fit_split"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,12 @@ class Result:
   rows: list[dict]  # split x setting
   group_rows: list[dict]  # split x setting x bucket of each group
   compilations: int  # XLA compilations this evaluation made
+  settings: int = 1  # of the sweep
+  shapes: int = 0  # batch shapes run (length buckets x read-out slot counts)
+
+  @classmethod
+  def of(cls, e: evaluation.Evaluation) -> "Result":
+    return cls(e.rows, e.group_rows, e.compilations, e.settings, e.shapes)
 
   def by(self, group: str) -> list[dict]:
     """The rows of one group (e.g. 'depth', 'distance'), one per split x setting x bucket."""
@@ -80,44 +93,71 @@ class Run:
 
   def fit(self, kind: str, values: Iterable[int] = (), *,
           heads: Sequence[tuple[int, int]] | None = None, sites: Sequence[str] | None = None,
-          n_fit: int = 1000, **options) -> Sweep:
-    """Fits a sweep of `kind` (svd, kmeans, onehot, weight_svd, or any registered kind) at
-    each of `heads` (default: head 0 of the last layer) on `sites` (default: the kind's),
-    on the first `n_fit` training strings. `values`: the ranks or K of the sweep; `options`:
-    the kind's options (e.g. separate=True)."""
-    if kind not in proxies.KINDS:
-      raise proxies.ProxyError(f"unknown proxy kind {kind!r}; choose one of: "
-                               f"{', '.join(proxies.KINDS)}")
-    known = proxies.KINDS[kind]
-    unknown = set(options) - set(known.options)
-    if unknown:
-      raise proxies.ProxyError(f"{kind} has no option {', '.join(sorted(unknown))}; its "
-                               f"options: {', '.join(known.options) or 'none'}")
-    heads = heads if heads is not None else [(self.model.n_layers - 1, 0)]
-    for layer, head in heads:
-      if not (0 <= layer < self.model.n_layers and 0 <= head < self.model.n_heads):
-        raise proxies.ProxyError(f"no head ({layer}, {head}) in a model of "
-                                 f"{self.model.n_layers} layers x {self.model.n_heads} heads")
-    spec = proxies.ProxySpec(kind, tuple(heads), tuple(sites or known.sites), tuple(values),
-                             tuple({**known.options, **options}.items()))
-    n_fit = min(n_fit, self.task.n_train)
-    fitted = evaluation.fit_proxy(self.task, self.model, self.params, spec, n_fit)
-    return Sweep(spec, fitted, n_fit if known.fits_on == "activations" else None)
+          n_fit: int | None = None, fit_split: str | None = None, **options) -> Sweep:
+    """Fits a sweep of `kind` (svd, kmeans, onehot, weight_svd, sae, or any registered kind)
+    at each of `heads` (default: head 0 of the last layer) on `sites` (default: the
+    kind's), on the first `n_fit` training strings (default: 1000, or all if fewer) or, with
+    `fit_split`, of that split (a test or validation split: the fitting-distribution
+    control). `values`: the sweep (ranks, K, ...; default: the kind's); `options`: the
+    kind's options (e.g. separate=True)."""
+    config = plan(self.task, self.model, kind, values, heads=heads, sites=sites,
+                  options=options, n_fit=n_fit, fit_split=fit_split)
+    return self.fit_spec(config.spec, n_fit=config.n_fit, fit_split=fit_split)
 
-  def evaluate(self, sweep: Sweep, splits: Sequence[str] | None = None, *,
-               scoring: str | None = None, batch_size: int = 256, seed: int = 0,
-               n_bootstrap: int = 1000) -> Result:
-    """The model and every setting of `sweep` on `splits` (default: every test split)."""
-    splits = list(splits) if splits is not None else list(self.task.splits)
-    unknown = [s for s in splits if s not in self.task.splits]
-    if unknown:
-      raise errors.RunError(f"unknown split(s) {', '.join(unknown)}; this task has: "
-                       f"{', '.join(self.task.splits)}")
-    e = evaluation.evaluate(self.task, self.model, self.params, sweep.spec, splits=splits,
-                            scoring=scoring or self.task.scorings[0], batch_size=batch_size,
-                            seed=seed, n_bootstrap=n_bootstrap, proxy=sweep.proxy,
-                            n_fit=sweep.n_fit)
-    return Result(e.rows, e.group_rows, e.compilations)
+  def fit_spec(self, spec: proxies.ProxySpec, *, n_fit: int | None = None,
+               fit_split: str | None = None) -> Sweep:
+    """`fit` of a spec already made (`proxies.make_spec`, or read back from a file)."""
+    config = evaluation.resolve(evaluation.EvalConfig(spec, n_fit=n_fit, fit_split=fit_split),
+                                self.task, self.model)
+    fitted = evaluation.fit_proxy(self.task, self.model, self.params, spec, config.n_fit,
+                                  fit_split=fit_split)
+    data = proxies.KINDS[spec.kind].fits_on == "activations"
+    return Sweep(spec, fitted, config.n_fit if data else None, fit_split if data else None)
+
+  def evaluate(self, sweep: Sweep, splits: Sequence[str] | None = None,
+               **settings) -> Result:
+    """The model and every setting of `sweep` on `splits` (default: every test split).
+    `settings`: any of `evaluation.EvalConfig`'s (scoring, batch_size, seed, n_bootstrap)
+    over its defaults."""
+    config = configure(sweep.spec, splits, n_fit=sweep.n_fit, fit_split=sweep.fit_split,
+                       **settings)
+    return Result.of(evaluation.evaluate(self.task, self.model, self.params, config,
+                                         proxy=sweep.proxy))
+
+  def run(self, config: evaluation.EvalConfig) -> Result:
+    """Fits and evaluates what `plan` made: evaluate.py's whole job, in one call."""
+    sweep = self.fit_spec(config.spec, n_fit=config.n_fit, fit_split=config.fit_split)
+    return Result.of(evaluation.evaluate(self.task, self.model, self.params, config,
+                                         proxy=sweep.proxy))
+
+
+def configure(spec: proxies.ProxySpec, splits: Sequence[str] | None = None,
+              **settings) -> evaluation.EvalConfig:
+  """An `evaluation.EvalConfig` of `spec`: its defaults, `settings` over them."""
+  unknown = set(settings) - set(evaluation.SETTINGS)
+  if unknown:
+    raise errors.RunError(f"no setting {', '.join(sorted(unknown))}; the settings: "
+                          f"{', '.join(s for s in evaluation.SETTINGS if s != 'splits')}")
+  settings = {k: v for k, v in settings.items() if v is not None}
+  return evaluation.EvalConfig(spec, tuple(splits or ()), **settings)
+
+
+def plan(task, model, kind: str, values: Iterable[int] = (), *,
+         heads: Sequence[tuple[int, int]] | None = None, sites: Sequence[str] | None = None,
+         options: Mapping[str, Any] | None = None, splits: Sequence[str] | None = None,
+         **settings) -> evaluation.EvalConfig:
+  """Everything a fit and evaluation of `kind` will ask, checked before anything runs (no
+  parameters needed): the sweep by `proxies.make_spec` (the kind's limits against the
+  model's widths and the fitting vectors) and the settings by `evaluation.resolve`.
+  Returns the resolved config; `Run.run` fits and evaluates it."""
+  model = faithfulness.site_model(model)
+  config = configure(proxies.make_spec(model, kind, values, heads=heads, sites=sites,
+                                       options=options), splits, **settings)
+  config = evaluation.resolve(config, task, model)
+  if proxies.KINDS[kind].fits_on == "activations":  # K within the vectors, ...
+    proxies.check(config.spec, model,
+                  evaluation.fitting_vectors(task, config.n_fit, config.fit_split))
+  return config
 
 
 def load_run(run_dir: str) -> Run:

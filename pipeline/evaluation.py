@@ -1,5 +1,6 @@
-"""Fit one proxy sweep on a trained run and measure it on every split: shared by
-evaluate.py and the reproduction.
+"""Fit one proxy sweep on a trained run and measure it on every split, as one config says
+(`EvalConfig`, the one set of defaults): the engine behind `pipeline.api`, which
+evaluate.py, the experiments and the benchmarks go through.
 
 Rows are plain dicts: one per split x sweep setting (metrics with bootstrap intervals), and
 one per split x setting x group bucket (metrics by depth, by distance).
@@ -21,7 +22,7 @@ from pipeline import confidence, errors, rundir
 from models import mesh as mesh_lib
 from proxies import faithfulness
 
-MAX_K = 1024  # the k-means fit holds an [N, K] distance matrix per restart
+N_FIT = 1000  # training strings data-fitted proxies are fitted on (all, if fewer)
 STRATUM_METRICS = ("accuracy_model", "accuracy_proxy", "agreement", "n")  # per task stratum
 
 
@@ -54,26 +55,30 @@ def fitting_inputs(task, n_fit: int, fit_split: str | None = None):
   return task.eval_arrays(fit_split)["inputs"][:n_fit]
 
 
+def fitting_vectors(task, n_fit: int, fit_split: str | None = None) -> int:
+  """How many vectors a data-fitted proxy is fitted on at each site: one per non-PAD
+  position of its fitting strings (`fitting_inputs`); a kind's bounds read it."""
+  return int((fitting_inputs(task, n_fit, fit_split) != task.pad_id).sum())
+
+
 def fit_proxy(task, model, params, spec: proxies.ProxySpec, n_fit: int,
               mesh=None, fit_split: str | None = None) -> proxies.Proxy:
   """Fits `spec` at each of its heads on what its kind needs: the head's vectors on the
-  first `n_fit` training strings (or of `fit_split`), the head's weights, or nothing.
-  `model`: a `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
+  first `n_fit` training strings (or of `fit_split`), the head's weights, or nothing;
+  `proxies.check`ed against the model (and the fitting vectors) first. `model`: a
+  `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
   model = faithfulness.site_model(model)
   kind = proxies.KINDS[spec.kind]
   if kind.fits_on == "weights":
+    proxies.check(spec, model)
     fit_inputs = [mesh_lib.to_host(model.head_weights(params, l, h)) for l, h in spec.heads]
   elif kind.fits_on == "activations":
+    inputs = fitting_inputs(task, n_fit, fit_split)
+    proxies.check(spec, model, int((inputs != task.pad_id).sum()))
     fit_inputs = faithfulness.collect_activations(
-        model, params, fitting_inputs(task, n_fit, fit_split), task.pad_id, spec.heads, spec.sites,
-        mesh=mesh)
-    if kind.sweep == "k":
-      sizes = [len(v) for v in fit_inputs[0].values()]  # clustered per site, or jointly
-      n_vectors = min(sizes) if dict(spec.options).get("separate") else sum(sizes)
-      for k in spec.values:
-        errors.check_range("k", k, 1, min(n_vectors, MAX_K),
-                           f" ({n_vectors} vectors to cluster from {n_fit} strings)")
+        model, params, inputs, task.pad_id, spec.heads, spec.sites, mesh=mesh)
   else:
+    proxies.check(spec, model)
     fit_inputs = [{} for _ in spec.heads]
   return proxies.fit(spec, fit_inputs)
 
@@ -99,16 +104,46 @@ def program_for(model, decision, pad_id: int, groups: tuple[tuple[str, int], ...
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  """What one evaluation measures: a proxy sweep on some splits, and how."""
+  """What one evaluation measures: a proxy sweep on some splits, and how. These defaults
+  are the only ones: the API and the command line apply their overrides to them, and
+  `resolve` fills in what depends on the task."""
 
   spec: proxies.ProxySpec
-  splits: tuple[str, ...]
-  scoring: str = "murty"
-  n_fit: int = 1000  # training strings the proxy is fitted on
+  splits: tuple[str, ...] = ()  # () every test split of the task
+  scoring: str | None = None  # None: the task's first
+  n_fit: int | None = None  # training strings the proxy is fitted on; None: N_FIT, or all
   batch_size: int = 256
   seed: int = 0  # of the bootstrap (a kind's own seed is an option of its spec)
   n_bootstrap: int = 1000
-  fit_split: str | None = None  # fit on this split's strings instead (a control)
+  fit_split: str | None = None  # fit on this split's strings instead (a control); last, for
+  # callers that give the fields in order
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "spec")
+
+
+def resolve(config: EvalConfig, task, model) -> EvalConfig:
+  """`config` with the task's defaults filled in and every setting checked against the
+  task, its spec against the model (`proxies.check`): a RunError or ProxyError before
+  anything runs. A resolved config resolves to itself."""
+  proxies.check(config.spec, faithfulness.site_model(model))
+  splits = tuple(config.splits) or tuple(task.splits)
+  for split in splits:
+    errors.check_choice("split", split, task.splits)
+  scoring = config.scoring or task.scorings[0]
+  errors.check_choice("scoring", scoring, task.scorings)
+  n_fit = config.n_fit if config.n_fit is not None else min(N_FIT, task.n_train)
+  errors.check_range("n_fit", n_fit, 1, task.n_train, " (the training split's size)")
+  if config.fit_split is not None:
+    errors.check_choice("fit_split", config.fit_split,
+                        (*task.splits, *getattr(task, "validation", ())))
+  errors.check_range("batch_size", config.batch_size, 1, 1 << 16)
+  if config.batch_size % jax.device_count():
+    raise errors.RunError(f"batch_size={config.batch_size} must be a multiple of the "
+                          f"{jax.device_count()} devices")
+  errors.check_range("seed", config.seed, 0, 2**32 - 1)
+  errors.check_range("n_bootstrap", config.n_bootstrap, 1, 100_000)
+  return dataclasses.replace(config, splits=splits, scoring=scoring, n_fit=n_fit)
 
 
 @dataclasses.dataclass
@@ -121,15 +156,16 @@ class Evaluation:
   # each the first time a process runs them
 
 
-def evaluate(task, model, params, spec: proxies.ProxySpec, *,
-             splits: Sequence[str], scoring: str = "murty", n_fit: int = 1000,
-             batch_size: int = 256, seed: int = 0, n_bootstrap: int = 1000,
-             mesh=None, proxy: proxies.Proxy | None = None,
-             fit_split: str | None = None) -> Evaluation:
-  """Fits `spec` (unless `proxy` is its fit already) and evaluates it on `splits`, batches
-  split over `mesh` (default: every device). Every process gets the same rows. `model`: a
-  `sites.SiteModel` or the `ModelConfig` of the built-in Transformer."""
+def evaluate(task, model, params, config: EvalConfig, proxy: proxies.Proxy | None = None,
+             mesh=None) -> Evaluation:
+  """What `config` says (`resolve`d first): fits its spec (unless `proxy` is its fit
+  already) and evaluates it on its splits, batches split over `mesh` (default: every
+  device). Every process gets the same rows. `model`: a `sites.SiteModel` or the
+  `ModelConfig` of the built-in Transformer."""
   model = faithfulness.site_model(model)
+  config = resolve(config, task, model)
+  spec, splits, scoring, n_fit = config.spec, config.splits, config.scoring, config.n_fit
+  batch_size, fit_split = config.batch_size, config.fit_split
   with progress(spec, splits) as bar:
     if proxy is None:
       proxy = fit_proxy(task, model, params, spec, n_fit, mesh, fit_split)
@@ -157,7 +193,8 @@ def evaluate(task, model, params, spec: proxies.ProxySpec, *,
         for entry, metrics in zip(strata, result.stratum(group, buckets)):
           entry.update({f"{m}_{name}": metrics[m] for m in STRATUM_METRICS})
       # Code windows of one file are not independent: the task names each one's cluster.
-      intervals = result.bootstrap(n_bootstrap, seed, clusters=task.clusters(split))
+      intervals = result.bootstrap(config.n_bootstrap, config.seed,
+                                   clusters=task.clusters(split))
       diagnostics = diagnose(model, params, proxy, arrays["inputs"], task.pad_id, mesh)
       for label, summary, interval, stratum, diagnosed in zip(
           labels, result.summary(), intervals, strata, diagnostics):
@@ -186,15 +223,6 @@ def diagnose(model, params, proxy: proxies.Proxy, inputs_NxL, pad_id: int, mesh=
            for arrays, per_head in zip(proxy.arrays, vectors) for site in proxy.sites]
   return [{name: float(np.mean([d[name][p] for d in found])) for name in found[0]}
           for p in range(proxy.size)]
-
-
-def run(task, model, params, config: EvalConfig, proxy: proxies.Proxy | None = None,
-        mesh=None) -> Evaluation:
-  """`evaluate` of what `config` says."""
-  return evaluate(task, model, params, config.spec, splits=config.splits,
-                  scoring=config.scoring, n_fit=config.n_fit, batch_size=config.batch_size,
-                  seed=config.seed, n_bootstrap=config.n_bootstrap, mesh=mesh, proxy=proxy,
-                  fit_split=config.fit_split)
 
 
 def progress(spec: proxies.ProxySpec, splits: Sequence[str]) -> tqdm.tqdm:

@@ -12,7 +12,9 @@ and the engine that measures them against the model.
 
 # Importing a kind's module registers it in KINDS.
 from proxies import svd, kmeans, onehot, weight_svd, sae  # noqa: F401  (isort: skip)
-from proxies.base import KINDS, Proxy, ProxyError, ProxyKind, ProxySpec, fit, register
+from proxies.base import (KINDS, Proxy, ProxyError, ProxyKind, ProxySpec, check, fit,
+                          make_spec, register)
 from proxies.storage import load, save
 
-__all__ = ["KINDS", "Proxy", "ProxyError", "ProxyKind", "ProxySpec", "fit", "load", "register", "save"]
+__all__ = ["KINDS", "Proxy", "ProxyError", "ProxyKind", "ProxySpec", "check", "fit", "load",
+           "make_spec", "register", "save"]

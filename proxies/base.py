@@ -12,6 +12,13 @@ saying where it applies, so a whole sweep is one `Proxy` whose arrays carry a le
 and a map or vmap over it runs every setting in one compiled program. A spec may name
 several heads (both layers' heads, every head of a layer): each is fitted on its own, and
 every setting simplifies all of them at once.
+
+A kind also declares its limits where it is registered (`ProxyKind.bounds`: what caps its
+sweep, e.g. a rank within the narrowest site's width, K within the fitting vectors;
+`ProxyKind.checks`: anything else), and every sweep is made by `make_spec`, which checks
+them against the model (`check`): the command line, the API and the experiments know no
+kind's rules. A new kind is one file here calling `register`, and its import in
+`proxies/__init__.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import jax
 import numpy as np
 from flax import struct
 
-from models.sites import Site, Target, target
+from models.sites import Site, SiteModel, Target, target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +51,13 @@ class ProxyKind:
   # reconstructs a split's vectors at a site; evaluation writes the mean over the proxy's
   # heads and sites beside the faithfulness rows.
   diagnose: Callable[[dict, Site, np.ndarray], dict[str, np.ndarray]] | None = None
+  # Its limits, applied by `check` wherever a sweep is made (the command line, the API, the
+  # experiments), so that no caller knows a kind's rules: `bounds` cap the sweep's values
+  # (each a `Bound`; the tightest wins; every sweep starts at 1), `checks` are any other
+  # requirement of a spec on a model (each a `Check`).
+  bounds: tuple["Bound", ...] = ()
+  checks: tuple["Check", ...] = ()
+  sweep_label: str | None = None  # the sweep's axis label in figures (default: its name)
 
 
 KINDS: dict[str, ProxyKind] = {}
@@ -180,3 +194,105 @@ def fit(spec: ProxySpec, fit_inputs: Sequence[Mapping[str, np.ndarray]]) -> Prox
   arrays = tuple(jax.tree_util.tree_map(np.asarray, kind.fit(inputs, spec.values, options))
                  for inputs in fit_inputs)
   return Proxy(arrays=arrays, kind=spec.kind, heads=spec.heads, sites=spec.sites)
+
+
+# A kind's cap on its sweep: (spec, widths, vectors) -> (largest value, why) or None where
+# it sets none. `widths`: {site: width} of the spec's sites in the model; `vectors`: the
+# fitting vectors per site (every non-PAD position of the fitting strings), None until known.
+Bound = Callable[[ProxySpec, Mapping[Site, int], "int | None"], "tuple[int, str] | None"]
+# Any other requirement of a kind on a spec and the model's widths: raises ProxyError.
+Check = Callable[[ProxySpec, Mapping[Site, int]], None]
+
+
+def fits_separately(spec: ProxySpec) -> bool:
+  """Whether each site gets a fit of its own (the `separate` option of kinds that have one)
+  rather than one fit on every site's vectors together."""
+  return bool(dict(spec.options).get("separate", False))
+
+
+def at_most(limit: int, why: str = "") -> Bound:
+  """A fixed cap (e.g. k-means' K: its fit holds an [N, K] distance matrix)."""
+  return lambda spec, widths, vectors: (limit, why)
+
+
+def within_width(spec: ProxySpec, widths: Mapping[Site, int], vectors: int | None):
+  """A rank: at most the narrowest site's width (a larger one would be clipped, yet labelled)."""
+  narrowest = min(spec.sites, key=lambda s: widths[s])
+  return widths[narrowest], (f" ({narrowest}, the narrowest site simplified, has "
+                             f"{widths[narrowest]} dimensions)")
+
+
+def within_vectors(spec: ProxySpec, widths: Mapping[Site, int], vectors: int | None):
+  """A number of centroids or latents: at most the vectors it is fitted on (every site's
+  together for a joint fit, one site's for a separate one)."""
+  if vectors is None:
+    return None
+  n = vectors if fits_separately(spec) else vectors * len(spec.sites)
+  return n, f" ({n} vectors to fit on)"
+
+
+def one_width_unless_separate(spec: ProxySpec, widths: Mapping[Site, int]) -> None:
+  """A joint fit stacks every site's vectors: they must be of one width."""
+  if not fits_separately(spec) and len(set(widths.values())) > 1:
+    raise ProxyError(
+        f"a joint {spec.kind} fit needs sites of one width, but "
+        f"{', '.join(f'{s} has {w}' for s, w in widths.items())} dimensions; "
+        "fit each site on its own (the option separate, --separate) or choose sites of one width")
+
+
+def check(spec: ProxySpec, model: SiteModel, n_vectors: int | None = None) -> None:
+  """Whether `model` can run `spec` as labelled: its heads exist, the model exposes its
+  sites (a proxy at a site the model does not expose would never run), every value of the
+  sweep lies within the kind's `bounds` (against the model's widths and, given `n_vectors`,
+  the fitting vectors per site) and the kind's `checks` hold. A ProxyError otherwise,
+  before anything runs."""
+  kind = KINDS[spec.kind]
+  for layer, head in spec.heads:
+    if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
+      raise ProxyError(f"no head ({layer}, {head}) in a model of "
+                       f"{model.n_layers} layers x {model.n_heads} heads")
+  missing = [s for s in spec.sites if s not in model.sites]
+  if missing:
+    exposed = [s for s in Site if s in model.sites]
+    raise ProxyError(f"{spec.kind} simplifies {', '.join(missing)}, which this model does not "
+                     f"expose; it exposes: {', '.join(exposed) or 'no site'}")
+  widths = {s: model.width(s) for s in spec.sites}
+  for requirement in kind.checks:
+    requirement(spec, widths)
+  if kind.sweep is None:
+    if spec.values:
+      raise ProxyError(f"{spec.kind} has no sweep; it takes no values")
+    return
+  if not spec.values:
+    raise ProxyError(f"{spec.kind} needs values of its sweep ({kind.sweep})")
+  caps = [c for bound in kind.bounds if (c := bound(spec, widths, n_vectors)) is not None]
+  limit, why = min(caps, key=lambda c: c[0]) if caps else (None, "")
+  for value in spec.values:
+    if value < 1 or (limit is not None and value > limit):
+      choose = f"1..{limit}" if limit is not None else "at least 1"
+      raise ProxyError(f"{kind.sweep}={value} is out of range{why}; choose {choose}")
+
+
+def make_spec(model: SiteModel, kind: str, values: Sequence[int] = (), *,
+              heads: Sequence[Head] | None = None, sites: Sequence[str] | None = None,
+              options: Mapping[str, Any] | None = None, n_vectors: int | None = None
+              ) -> ProxySpec:
+  """The one validating constructor of a sweep: `kind` at each of `heads` (default: head 0
+  of the last layer) on `sites` (default: the kind's), over `values` (default: the kind's
+  `sweep_default`), with `options` over the kind's defaults; `check`ed against `model` (a
+  `models.sites.SiteModel`) and, for a data-fitted kind, `n_vectors` fitting vectors per
+  site when known. The command line, the API and the experiments all build sweeps here."""
+  if kind not in KINDS:
+    raise ProxyError(f"unknown proxy kind {kind!r}; choose one of: {', '.join(KINDS)}")
+  known = KINDS[kind]
+  options = dict(options or {})
+  unknown = set(options) - set(known.options)
+  if unknown:
+    raise ProxyError(f"{kind} has no option {', '.join(sorted(unknown))}; its "
+                     f"options: {', '.join(known.options) or 'none'}")
+  values = tuple(values) or (known.sweep_default if known.sweep else ())
+  heads = tuple(heads) if heads is not None else ((model.n_layers - 1, 0),)
+  spec = ProxySpec(kind, heads, tuple(sites or known.sites), values,
+                   tuple({**known.options, **options}.items()))
+  check(spec, model, n_vectors)
+  return spec

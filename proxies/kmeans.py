@@ -24,6 +24,7 @@ from proxies import base
 N_INIT = 3  # restarts; the best inertia is kept
 MAX_ITER = 300
 TOL = 1e-4  # stop when the centroids move less than TOL x the data's mean variance (squared)
+MAX_K = 1024  # the fit holds an [N, K] distance matrix per restart
 
 
 def _sq_distances(x_NxD: jax.Array, c_KxD: jax.Array) -> jax.Array:
@@ -124,7 +125,8 @@ def apply(arrays: dict, site: str, x_BxLxD: jax.Array) -> jax.Array:
 KIND = base.register(base.ProxyKind(
     name="kmeans", sweep="k", sites=("q", "k"), allowed_sites=("q", "k", "v", "resid_pre"),
     fit=fit, apply=apply, options={"separate": False, "seed": 0},
-    sweep_default=(8,),
+    sweep_default=(8,), sweep_label="K (clusters)",
+    bounds=(base.at_most(MAX_K), base.within_vectors), checks=(base.one_width_unless_separate,),
     help={"k": "number(s) of centroids, e.g. 2,4,8,16,32",
           "separate": "one clustering per site instead of a joint one",
           "seed": "seeds the initialization"}))

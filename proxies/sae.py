@@ -176,12 +176,23 @@ def fraction_unexplained(arrays: dict, site: str, x_NxD: np.ndarray) -> np.ndarr
   return diagnose(arrays, site, x_NxD)["fvu"]
 
 
+def within_latents(spec: base.ProxySpec, widths: Mapping, vectors: int | None):
+  """k active latents: at most the dictionary's latents (`width`, or 4x the site's)."""
+  width = int(dict(spec.options).get("width", 0))
+  if width > 0:
+    return width, f" (the dictionary's width={width} latents)"
+  narrowest = min(spec.sites, key=lambda s: widths[s])
+  return 4 * widths[narrowest], (f" (the dictionary's {4 * widths[narrowest]} latents: 4 x "
+                                 f"{narrowest}'s {widths[narrowest]} dimensions)")
+
+
 KIND = base.register(base.ProxyKind(
     name="sae", sweep="k", sites=("q", "k"), allowed_sites=("q", "k", "v", "resid_pre"),
     fit=fit, apply=apply, diagnose=diagnose,
     options={"separate": False, "width": 0, "steps": 1000, "learning_rate": 3e-3,
              "seed": 0, "dead_steps": 200},
-    sweep_default=(1, 2, 4, 8, 16, 32),
+    sweep_default=(1, 2, 4, 8, 16, 32), sweep_label="k (active latents)",
+    bounds=(within_latents, base.within_vectors), checks=(base.one_width_unless_separate,),
     help={"k": "active latents, e.g. 1,2,4,8,16,32",
           "separate": "one dictionary per site instead of a joint one",
           "width": "latents (0: 4x the site's width)",

@@ -40,8 +40,9 @@ def main(out: str, n_devices: int) -> None:
              zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(restored)))
   spec = proxies.ProxySpec("svd", ((1, 0),), ("q", "k"), (1, 2, 8),
                            (("centered", False), ("separate", False)))
-  result = evaluation.evaluate(task, model_cfg, restored, spec, splits=("iid", "unseen_depth"),
-                               n_fit=50, batch_size=16, n_bootstrap=10, mesh=m)
+  config = evaluation.EvalConfig(spec, ("iid", "unseen_depth"), n_fit=50, batch_size=16,
+                                 n_bootstrap=10)
+  result = evaluation.evaluate(task, model_cfg, restored, config, mesh=m)
   leaves = jax.tree_util.tree_leaves(params)
   report = {
       "devices": m.size, "processes": jax.process_count(), "restored_equals_trained": same,

@@ -101,8 +101,8 @@ def test_proxies_fit_on_the_split_asked_for(trained):
   assert a.shape == b.shape and not np.allclose(a, b)
   with pytest.raises(errors.RunError, match="fit_split"):
     evaluation.fit_proxy(task, cfg, params, spec, 24, fit_split="nowhere")
-  e = evaluation.evaluate(task, cfg, params, spec, splits=["iid"], n_fit=24,
-                          fit_split="val_depth", n_bootstrap=10)
+  e = evaluation.evaluate(task, cfg, params, evaluation.EvalConfig(
+      spec, ("iid",), n_fit=24, fit_split="val_depth", n_bootstrap=10))
   assert {r["fit_split"] for r in e.rows} == {"val_depth"}
   assert evaluation.file_stem(spec, "val_depth").endswith("_fit-val_depth")
 
