@@ -125,6 +125,8 @@ def specs(plan: Plan, model) -> list[proxies.ProxySpec]:
   out = []
   for layer in range(model.n_layers):
     for kind in proxies.KINDS.values():
+      if kind.control_of:  # a chance baseline: the illusion scan runs it beside its family
+        continue
       if layer == last and kind.name in {s.kind for s in measured}:
         out += measured
         continue
@@ -229,8 +231,10 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
       group_rows += [dict(row, model_seed=seed) for row in g]
       if (plan.fit_split and proxies.KINDS[spec.kind].fits_on == "activations"
           and spec.layer == model_cfg.n_layers - 1):
-        r, _ = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_fit, log, fit,
-                               fit_split=plan.fit_split)
+        # As many of the split's strings as the training fit uses, or all it has if fewer.
+        n_there = min(n_fit, len(task.eval_arrays(plan.fit_split)["inputs"]))
+        r, _ = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_there, log,
+                               fit, fit_split=plan.fit_split)
         fit_rows += [dict(row, model_seed=seed) for row in r]
     found = mechanism_cached(task, model_cfg, params, run_dir, plan, n_fit, log, fit)
     mechanisms.append(dict(found, model_seed=seed))

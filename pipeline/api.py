@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import proxies
-from pipeline import errors, evaluation, tasks
+from pipeline import errors, evaluation, scan as scan_lib, tasks
 from models import transformer
 from models.sites import SiteModel
 from proxies import faithfulness
@@ -123,6 +123,14 @@ class Run:
                        **settings)
     return Result.of(evaluation.evaluate(self.task, self.model, self.params, config,
                                          proxy=sweep.proxy))
+
+  def scan(self, config: scan_lib.ScanConfig | None = None, *, out_dir: str | None = None,
+           log=print) -> scan_lib.Scan:
+    """The illusion scan of this model (`pipeline.scan`): every proxy family at every head
+    (or `config.heads`) on every split, beside its controls; its areas, gaps and flags.
+    With `out_dir`, each evaluation is saved there and read back by a rerun."""
+    return scan_lib.run(self.task, self.model, self.params, config or scan_lib.ScanConfig(),
+                        out_dir, log)
 
   def run(self, config: evaluation.EvalConfig) -> Result:
     """Fits and evaluates what `plan` made: evaluate.py's whole job, in one call."""

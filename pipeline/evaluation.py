@@ -55,6 +55,20 @@ def fitting_inputs(task, n_fit: int, fit_split: str | None = None):
   return task.eval_arrays(fit_split)["inputs"][:n_fit]
 
 
+def n_fit_of(task, n_fit: int | None, fit_split: str | None = None) -> int:
+  """The number of strings a fit will really use: `n_fit` checked against what there is
+  (the training split, or `fit_split`'s strings); None: N_FIT, or all if fewer. Rows say
+  this number, so it may not exceed the strings there are."""
+  if fit_split is None:
+    available, where = task.n_train, "the training split's size"
+  else:
+    errors.check_choice("fit_split", fit_split, (*task.splits, *getattr(task, "validation", ())))
+    available, where = len(task.eval_arrays(fit_split)["inputs"]), f"{fit_split}'s size"
+  n_fit = n_fit if n_fit is not None else min(N_FIT, available)
+  errors.check_range("n_fit", n_fit, 1, available, f" ({where})")
+  return n_fit
+
+
 def fitting_vectors(task, n_fit: int, fit_split: str | None = None) -> int:
   """How many vectors a data-fitted proxy is fitted on at each site: one per non-PAD
   position of its fitting strings (`fitting_inputs`); a kind's bounds read it."""
@@ -87,12 +101,15 @@ _PROGRAMS: dict[tuple, faithfulness.FaithfulnessProgram] = {}
 
 
 def program_for(model, decision, pad_id: int, groups: tuple[tuple[str, int], ...],
-                mesh=None) -> faithfulness.FaithfulnessProgram:
-  """One faithfulness program per (model, decision, groups, mesh), kept for the process:
+                mesh=None, sequence_groups: tuple[str, ...] = ()
+                ) -> faithfulness.FaithfulnessProgram:
+  """One faithfulness program per (model, decision, groups, mesh, groups kept per string),
+  kept for the process:
   a second evaluation of the same shapes, of any sweep of the same proxy structure,
   compiles nothing. (A model that cannot be hashed gets a new program each time.)"""
-  make = lambda: faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups), mesh)
-  key = (model, decision, pad_id, groups, mesh)
+  make = lambda: faithfulness.FaithfulnessProgram(model, decision, pad_id, dict(groups), mesh,
+                                                  sequence_groups=sequence_groups)
+  key = (model, decision, pad_id, groups, mesh, sequence_groups)
   try:
     program = _PROGRAMS.get(key)
   except TypeError:  # a model that cannot be hashed
@@ -132,11 +149,7 @@ def resolve(config: EvalConfig, task, model) -> EvalConfig:
     errors.check_choice("split", split, task.splits)
   scoring = config.scoring or task.scorings[0]
   errors.check_choice("scoring", scoring, task.scorings)
-  n_fit = config.n_fit if config.n_fit is not None else min(N_FIT, task.n_train)
-  errors.check_range("n_fit", n_fit, 1, task.n_train, " (the training split's size)")
-  if config.fit_split is not None:
-    errors.check_choice("fit_split", config.fit_split,
-                        (*task.splits, *getattr(task, "validation", ())))
+  n_fit = n_fit_of(task, config.n_fit, config.fit_split)
   errors.check_range("batch_size", config.batch_size, 1, 1 << 16)
   if config.batch_size % jax.device_count():
     raise errors.RunError(f"batch_size={config.batch_size} must be a multiple of the "
@@ -154,14 +167,17 @@ class Evaluation:
   settings: int
   shapes: int  # batch shapes run (length buckets x read-out slot counts): one compilation
   # each the first time a process runs them
+  # split -> its sums (per string, per bucket): what the rows were made from
+  results: dict[str, faithfulness.SplitResult] = dataclasses.field(default_factory=dict)
 
 
 def evaluate(task, model, params, config: EvalConfig, proxy: proxies.Proxy | None = None,
-             mesh=None) -> Evaluation:
+             mesh=None, sequence_groups: Sequence[str] = ()) -> Evaluation:
   """What `config` says (`resolve`d first): fits its spec (unless `proxy` is its fit
   already) and evaluates it on its splits, batches split over `mesh` (default: every
   device). Every process gets the same rows. `model`: a `sites.SiteModel` or the
-  `ModelConfig` of the built-in Transformer."""
+  `ModelConfig` of the built-in Transformer. `sequence_groups`: groups whose sums are kept
+  per string too, in `Evaluation.results` (what intervals by bucket need)."""
   model = faithfulness.site_model(model)
   config = resolve(config, task, model)
   spec, splits, scoring, n_fit = config.spec, config.splits, config.scoring, config.n_fit
@@ -174,18 +190,20 @@ def evaluate(task, model, params, config: EvalConfig, proxy: proxies.Proxy | Non
     groups = {**task.groups, confidence.GROUP: confidence.LABELS}
     decision = task.decision(scoring)
     program = program_for(model, decision, task.pad_id,
-                          tuple((g, len(labels)) for g, labels in groups.items()), mesh)
+                          tuple((g, len(labels)) for g, labels in groups.items()), mesh,
+                          tuple(sequence_groups))
     program.shapes.clear()  # count the shapes this evaluation runs
     counter = compile_counter()
     counter.count = 0
-    rows, group_rows = [], []
+    rows, group_rows, split_results = [], [], {}
     for split in splits:
       bar.set_postfix_str(split)
       arrays = dict(task.eval_arrays(split, scoring))
       arrays[confidence.GROUP] = confidence.buckets(confidence.margins(
           model, params, arrays, decision, task.pad_id, batch_size, mesh))
       counter.active = True
-      result = faithfulness.evaluate(program, params, proxy, arrays, batch_size, task.pad_id)
+      result = split_results[split] = faithfulness.evaluate(program, params, proxy, arrays,
+                                                            batch_size, task.pad_id)
       counter.active = False
       labels = [{"split": split, **label} for label in spec.labels()]
       strata = [{} for _ in labels]  # per sweep entry: metrics of each stratum, suffixed
@@ -206,7 +224,8 @@ def evaluate(task, model, params, config: EvalConfig, proxy: proxies.Proxy | Non
                          for b in range(len(bucket_labels))
                          if buckets[b]["n"] or buckets[b]["attention_jsd"] is not None]
       bar.update()
-  return Evaluation(rows, group_rows, counter.count, proxy.size, len(program.shapes))
+  return Evaluation(rows, group_rows, counter.count, proxy.size, len(program.shapes),
+                    split_results)
 
 
 def diagnose(model, params, proxy: proxies.Proxy, inputs_NxL, pad_id: int, mesh=None

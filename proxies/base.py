@@ -58,6 +58,13 @@ class ProxyKind:
   bounds: tuple["Bound", ...] = ()
   checks: tuple["Check", ...] = ()
   sweep_label: str | None = None  # the sweep's axis label in figures (default: its name)
+  # The sweep the illusion scan measures it over (default: `sweep_default`), from small to
+  # large; values a model does not admit are left out there.
+  scan_sweep: tuple[int, ...] = ()
+  # The family this kind is a chance baseline of (e.g. a random subspace for svd): the
+  # scan runs it beside that family, at the same sweep and several seeds; it is no family
+  # of its own (the reproduction and the family lists leave it out).
+  control_of: str | None = None
 
 
 KINDS: dict[str, ProxyKind] = {}

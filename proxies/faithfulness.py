@@ -49,6 +49,7 @@ def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
   widths = length_ladder(length) if by_length else None
   sequence: dict[str, np.ndarray] = {}
   groups = {g: {k: 0.0 for k in SUMS} for g in program.groups}
+  by_sequence: dict[str, dict[str, np.ndarray]] = {g: {} for g in program.sequence_groups}
   for batch, rows in fixed_batches(arrays, batch_size, fill, widths):
     out = program(params, proxy, batch)
     for k in SUMS:
@@ -58,4 +59,9 @@ def evaluate(program: FaithfulnessProgram, params, proxy: base.Proxy,
       sequence[k][..., rows] = per_row[..., :len(rows)]
       for g in program.groups:
         groups[g][k] = groups[g][k] + out[g][k].astype(np.float64)
-  return SplitResult(sequence, groups)
+    for g, sums in by_sequence.items():  # [..., B, G] -> rows [..., N, G]
+      for k, per_row in out["by_sequence"][g].items():
+        if k not in sums:
+          sums[k] = np.zeros(per_row.shape[:-2] + (n, per_row.shape[-1]), np.float64)
+        sums[k][..., rows, :] = per_row[..., :len(rows), :]
+  return SplitResult(sequence, groups, by_sequence)

@@ -125,7 +125,7 @@ def apply(arrays: dict, site: str, x_BxLxD: jax.Array) -> jax.Array:
 KIND = base.register(base.ProxyKind(
     name="kmeans", sweep="k", sites=("q", "k"), allowed_sites=("q", "k", "v", "resid_pre"),
     fit=fit, apply=apply, options={"separate": False, "seed": 0},
-    sweep_default=(8,), sweep_label="K (clusters)",
+    sweep_default=(8,), scan_sweep=(4, 16, 64, 256), sweep_label="K (clusters)",
     bounds=(base.at_most(MAX_K), base.within_vectors), checks=(base.one_width_unless_separate,),
     help={"k": "number(s) of centroids, e.g. 2,4,8,16,32",
           "separate": "one clustering per site instead of a joint one",

@@ -27,7 +27,7 @@ import numpy as np
 
 from models import mesh as mesh_lib, sites as sites_lib
 from models.sites import Site, Target
-from proxies import base, batching, capture, metrics
+from proxies import base, batching, capture, metrics, results
 
 
 def _sum_by(v_xN: jax.Array, ids_N: jax.Array, n: int) -> jax.Array:
@@ -95,10 +95,13 @@ def _run_sweep(model: sites_lib.SiteModel, settings_per_step: int, params, input
 def batch_sums(params, proxy: base.Proxy, inputs_BxL: jax.Array,
                groups_BxL: Mapping[str, jax.Array], slots: Mapping[str, jax.Array], *,
                model: sites_lib.SiteModel, decision: metrics.Decision, pad_id: int,
-               groups: Mapping[str, int], settings_per_step: int = 1) -> dict:
+               groups: Mapping[str, int], settings_per_step: int = 1,
+               sequence_groups: tuple[str, ...] = ()) -> dict:
   """The model vs. every setting of `proxy` on one batch: {'sequence': {sum: [B] or [P, B]},
   <group>: {sum: [G] or [P, G]}} for each group of `groups` (name -> number of buckets),
-  the sums of `results.SUMS`. Pure: jit it or call it as it is.
+  the sums of `results.SUMS`; and for each of `sequence_groups` (a static switch: nothing
+  is computed without it) 'by_sequence': {group: {sum: [B, G] or [P, B, G]}}, the sums of
+  `results.SEQUENCE_GROUP_SUMS` per string per bucket. Pure: jit it or call it as it is.
 
   `inputs_BxL`: tokens; `groups_BxL`: each group's bucket per position; `slots`: rows,
   cols, gold, scored and each group's bucket, all [T], the positions read out (unscored
@@ -143,6 +146,15 @@ def batch_sums(params, proxy: base.Proxy, inputs_BxL: jax.Array,
         **{k: _sum_by(v, slots[group], n_buckets) for k, v in per_slot.items()},
         **{k: _sum_by(v.reshape(*v.shape[:-2], -1), ids_N, n_buckets)
            for k, v in per_position.items()}}
+  if sequence_groups:
+    out["by_sequence"] = {}
+  for group in sequence_groups:  # each (string, bucket) a bucket of its own
+    n_buckets = groups[group]
+    ids_T = jnp.where(slots[group] >= 0, slots["rows"] * n_buckets + slots[group], -1)
+    out["by_sequence"][group] = {
+        k: _sum_by(per_slot[k], ids_T, n_rows * n_buckets).reshape(
+            *per_slot[k].shape[:-1], n_rows, n_buckets)
+        for k in results.SEQUENCE_GROUP_SUMS}
   return out
 
 
@@ -157,9 +169,14 @@ class FaithfulnessProgram:
 
   def __init__(self, model, decision: metrics.Decision, pad_id: int,
                groups: Mapping[str, int] | None = None, mesh=None,
-               settings_per_step: int | None = None):
+               settings_per_step: int | None = None, sequence_groups: tuple[str, ...] = ()):
     self.model = capture.site_model(model)
     self.groups = dict(groups or {})
+    self.sequence_groups = tuple(sequence_groups)  # groups also summed per string
+    for group in self.sequence_groups:
+      if group not in self.groups:
+        raise ValueError(f"sequence group {group!r} is none of the groups "
+                         f"({', '.join(self.groups)})")
     self.mesh = mesh or mesh_lib.data_mesh()
     # How many settings of a sweep run side by side (vmapped); the rest follow in a loop
     # inside the program. On a CPU one at a time is fastest: a setting's [B, L, L]
@@ -171,7 +188,8 @@ class FaithfulnessProgram:
     self.shapes: set[tuple[int, int, int]] = set()  # (rows, width, slots) run so far
     program = functools.partial(batch_sums, model=self.model, decision=decision,
                                 pad_id=pad_id, groups=self.groups,
-                                settings_per_step=settings_per_step)
+                                settings_per_step=settings_per_step,
+                                sequence_groups=self.sequence_groups)
     # Batches (and their read-out slots) are split over the mesh's data axis; parameters and
     # the proxy sweep are replicated (`place` them once). Sums per sequence stay split;
     # per-group sums reduce.

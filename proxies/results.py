@@ -19,6 +19,7 @@ import numpy as np
 MODEL_SUMS = ("n_scored", "n_query", "correct_model", "nll_model")
 PROXY_SUMS = ("correct_proxy", "agree", "both_wrong", "tv", "kl", "attention_jsd")
 SUMS = MODEL_SUMS + PROXY_SUMS
+SEQUENCE_GROUP_SUMS = ("n_scored", "agree")  # what a group kept per string holds
 
 
 def derive(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -60,17 +61,39 @@ def _rows(metrics_: dict[str, np.ndarray], index) -> dict:
 BOOTSTRAP_METRICS = ("agreement", "accuracy_proxy", "accuracy_model", "attention_jsd")
 
 
+def resample_counts(n: int, n_resamples: int, seed: int,
+                    clusters: np.ndarray | None = None) -> np.ndarray:
+  """[R, N] float64: how often each of n strings is drawn in each bootstrap resample (with
+  replacement). With `clusters` ([N] ids, e.g. the file each window comes from), whole
+  clusters are drawn instead: strings of one cluster are not independent, and resampling
+  them alone would make an interval too narrow."""
+  rng = np.random.default_rng(seed)
+  if clusters is None:
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+  _, cluster_N = np.unique(np.asarray(clusters), return_inverse=True)
+  c = cluster_N.max() + 1
+  return rng.multinomial(c, np.full(c, 1.0 / c), size=n_resamples)[:, cluster_N].astype(
+      np.float64)
+
+
 @dataclasses.dataclass
 class SplitResult:
-  """Sums for one split: `sequence` per string (MODEL_SUMS [N], PROXY_SUMS [P, N]) and, per
-  group, per bucket (MODEL_SUMS [G], PROXY_SUMS [P, G])."""
+  """Sums for one split: `sequence` per string (MODEL_SUMS [N], PROXY_SUMS [P, N]), per
+  group per bucket (MODEL_SUMS [G], PROXY_SUMS [P, G]) and, for the groups the program kept
+  per string (`sequence_groups`), per string per bucket in `by_sequence` (SEQUENCE_GROUP_SUMS:
+  n_scored [N, G], agree [P, N, G]): what intervals over strings of a bucket need."""
 
   sequence: dict[str, np.ndarray]
   groups: dict[str, dict[str, np.ndarray]]
+  by_sequence: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
   @property
   def size(self) -> int:
     return self.sequence["agree"].shape[0]
+
+  @property
+  def n_strings(self) -> int:
+    return self.sequence["n_scored"].shape[-1]
 
   def summary(self) -> list[dict]:
     """One dict of metrics per sweep entry."""
@@ -96,17 +119,10 @@ class SplitResult:
     ids, e.g. the file each window comes from), whole clusters are resampled instead:
     strings of one cluster are not independent, and resampling them alone would make the
     interval too narrow."""
-    n = self.sequence["n_scored"].shape[-1]
+    n = self.n_strings
     if n == 0:
       return [{} for _ in range(self.size)]
-    rng = np.random.default_rng(seed)
-    if clusters is None:
-      counts_RxN = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
-    else:
-      _, cluster_N = np.unique(np.asarray(clusters), return_inverse=True)
-      c = cluster_N.max() + 1
-      counts_RxN = rng.multinomial(c, np.full(c, 1.0 / c), size=n_resamples)[:, cluster_N]
-      counts_RxN = counts_RxN.astype(np.float64)
+    counts_RxN = resample_counts(n, n_resamples, seed, clusters)
     m = derive({k: v.astype(np.float64) @ counts_RxN.T for k, v in self.sequence.items()})
     tail = 100 * (1 - level) / 2
     out = [{} for _ in range(self.size)]

@@ -34,6 +34,7 @@ from proxies import base
 AUX_K = 32  # dead latents that reconstruct the residual in the auxiliary loss
 AUX_WEIGHT = 1.0 / 32
 BATCH = 256  # fitting vectors per Adam step
+WIDTH_MULTIPLE = 4  # latents per dimension of the site, unless `width` says otherwise
 
 
 def _top_k(pre_NxW: jax.Array, select_K: jax.Array) -> jax.Array:
@@ -121,7 +122,7 @@ def train(x_NxD: np.ndarray, ks: Sequence[int], options: Mapping) -> tuple[dict,
   if int(options["width"]) < 0 or int(options["steps"]) < 1:
     raise base.ProxyError(f"sae width must be >= 1 (0: 4x the site's width) and steps >= 1, "
                           f"got width {options['width']}, steps {options['steps']}")
-  width = int(options["width"]) or 4 * x.shape[1]
+  width = int(options["width"]) or WIDTH_MULTIPLE * x.shape[1]
   for k in ks:
     if not 1 <= k <= width:
       raise base.ProxyError(f"sae k must be in 1..width={width}, got {k}")
@@ -182,8 +183,9 @@ def within_latents(spec: base.ProxySpec, widths: Mapping, vectors: int | None):
   if width > 0:
     return width, f" (the dictionary's width={width} latents)"
   narrowest = min(spec.sites, key=lambda s: widths[s])
-  return 4 * widths[narrowest], (f" (the dictionary's {4 * widths[narrowest]} latents: 4 x "
-                                 f"{narrowest}'s {widths[narrowest]} dimensions)")
+  latents = WIDTH_MULTIPLE * widths[narrowest]
+  return latents, (f" (the dictionary's {latents} latents: {WIDTH_MULTIPLE} x "
+                   f"{narrowest}'s {widths[narrowest]} dimensions)")
 
 
 KIND = base.register(base.ProxyKind(
@@ -192,6 +194,7 @@ KIND = base.register(base.ProxyKind(
     options={"separate": False, "width": 0, "steps": 1000, "learning_rate": 3e-3,
              "seed": 0, "dead_steps": 200},
     sweep_default=(1, 2, 4, 8, 16, 32), sweep_label="k (active latents)",
+    scan_sweep=(1, 2, 4, 8, 16, 32),
     bounds=(within_latents, base.within_vectors), checks=(base.one_width_unless_separate,),
     help={"k": "active latents, e.g. 1,2,4,8,16,32",
           "separate": "one dictionary per site instead of a joint one",

@@ -59,7 +59,8 @@ def apply(arrays: dict, site: str, x_BxLxD: jax.Array) -> jax.Array:
 KIND = base.register(base.ProxyKind(
     name="svd", sweep="rank", sites=("q", "k"), allowed_sites=("q", "k", "v", "resid_pre"),
     fit=fit, apply=apply, options={"centered": False, "separate": False},
-    sweep_default=(4,), sweep_label="rank (components)",
+    sweep_default=(4,), scan_sweep=(1, 2, 4, 8, 16, 32, 64),
+    sweep_label="rank (components)",
     bounds=(base.within_width,), checks=(base.one_width_unless_separate,),
     help={"rank": "rank(s) to keep, e.g. 4 or 1,2,4,8",
           "centered": "subtract the mean (PCA)",

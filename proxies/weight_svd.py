@@ -39,5 +39,6 @@ def apply(arrays: dict, site: str, q_BxLxD: jax.Array) -> jax.Array:
 KIND = base.register(base.ProxyKind(
     name="weight_svd", sweep="rank", sites=("q",), allowed_sites=("q",),
     fit=fit, apply=apply, fits_on="weights",
-    sweep_default=(4,), sweep_label="rank of W_QK", bounds=(base.within_width,),
+    sweep_default=(4,), scan_sweep=(1, 2, 4, 8, 16, 32, 64), sweep_label="rank of W_QK",
+    bounds=(base.within_width,),
     help={"rank": "rank(s) of W_Q W_K^T to keep"}))

@@ -12,7 +12,7 @@ from tests.tiny import DATA_FLAGS as TINY_DATA, ROOT, run
 
 @pytest.mark.parametrize("script,args,needle", [
     ("evaluate.py", ["--proxy=nope"],
-     "unknown proxy 'nope'; choose one of: svd, kmeans, onehot, weight_svd, sae"),
+     "unknown proxy 'nope'; choose one of: svd, kmeans, onehot, weight_svd, sae, random_subspace"),
     ("evaluate.py", ["--proxy=kmeans", "--k=0"], "k=0 is out of range"),
     ("evaluate.py", ["--proxy=kmeans", "--k=5000"], "k=5000 is out of range; choose 1..1024"),
     ("evaluate.py", ["--proxy=kmeans", "--k=300", "--n_fit=2"], "vectors to fit on); choose"),

@@ -57,6 +57,32 @@ def test_the_program_is_a_pure_function_with_and_without_jit(params, inputs):
                                  atol=1e-5)
 
 
+def test_a_group_kept_per_string_adds_up_to_its_sums_and_changes_nothing_else(params, inputs):
+  """`sequence_groups` (the scan's switch): per string per bucket, summing over strings to
+  the group's sums and over buckets to the strings' own; every other sum is unchanged."""
+  proxy = api.Run(_Task(inputs), CFG, params).fit("svd", (1, 3), heads=[(1, 0)],
+                                                  n_fit=24).proxy
+  decision, groups = metrics.Decision(0, PAD), {"parity": 2}
+  arrays = {"inputs": inputs, "gold": np.roll(inputs, -1, 1), "scored": inputs != PAD,
+            "parity": (inputs % 2).astype(np.int32)}
+  plain = faithfulness.evaluate(faithfulness.FaithfulnessProgram(CFG, decision, PAD, groups),
+                                params, proxy, arrays, 8, PAD)
+  kept = faithfulness.evaluate(
+      faithfulness.FaithfulnessProgram(CFG, decision, PAD, groups, sequence_groups=("parity",)),
+      params, proxy, arrays, 8, PAD)
+  assert plain.by_sequence == {}
+  cells = kept.by_sequence["parity"]
+  assert cells["agree"].shape == (2, len(inputs), 2)  # [P, N, G]
+  assert cells["n_scored"].shape == (len(inputs), 2)
+  for name in ("agree", "n_scored"):
+    np.testing.assert_allclose(cells[name].sum(-2), kept.groups["parity"][name], atol=1e-4)
+    np.testing.assert_allclose(cells[name].sum(-1), kept.sequence[name], atol=1e-4)
+  for name in faithfulness.SUMS:
+    np.testing.assert_array_equal(kept.sequence[name], plain.sequence[name])
+  with pytest.raises(ValueError, match="sequence group 'depth' is none of the groups"):
+    faithfulness.FaithfulnessProgram(CFG, decision, PAD, groups, sequence_groups=("depth",))
+
+
 def test_capture_reads_any_site_model_as_the_rest_of_the_model_saw_it(params, inputs):
   targets = [(1, 1, "q"), (0, 0, "pattern"), (1, None, "resid_pre")]
   got = faithfulness.capture(CFG, params, inputs, targets, pad_id=PAD, batch_size=16)

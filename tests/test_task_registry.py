@@ -117,7 +117,8 @@ def test_the_task_contract_is_what_the_built_in_tasks_define(tmp_path):
   assert {"name", "config", "data_dir", "splits", "validation", "scorings", "accuracy_note",
           "pad_id", "n_train", "groups", "strata", "data", "run_name", "model_config",
           "manifest", "train_batches", "monitored", "fit_inputs", "eval_arrays", "clusters",
-          "decision", "add_split_file"} == declared
+          "decision", "add_split_file", "in_distribution", "control_fit_split",
+          "breakdown"} == declared
   assert declared <= set(vars(tasks.TaskView))
   dyck_task = tasks.DyckTask(tiny.DATA, str(tmp_path))
   assert all(hasattr(dyck_task, n) for n in declared - {"data"})  # data would make it

@@ -13,7 +13,8 @@ module and its import below.
 
 # Importing a task's module registers it in TASKS.
 from pipeline.tasks import dyck, code  # noqa: F401  (isort: skip)
-from pipeline.tasks.base import (TASKS, Flag, Task, TaskKind, TaskView, dataclass_flags,
+from pipeline.tasks.base import (TASKS, Breakdown, Flag, Task, TaskKind, TaskView,
+                                 dataclass_flags,
                                  from_config, from_run_config, help_for, kind_of, load_trained,
                                  model_accuracy, register)
 from pipeline.tasks.code import CodeTask

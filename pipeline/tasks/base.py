@@ -72,6 +72,19 @@ class Task(Protocol):
   """Name -> (group, buckets): unions of buckets whose metrics every row also holds,
   suffixed _<name> (e.g. Dyck's closes deeper than the training depth)."""
 
+  in_distribution: str = "iid"
+  """The test split drawn as the training strings are: what the illusion scan reads every
+  other split's gap against."""
+
+  control_fit_split: str | None = None
+  """A split proxies may be fitted on instead of the training strings (a validation split
+  out of distribution): the illusion scan's fitting-distribution control. None: no such
+  control."""
+
+  breakdown: "Breakdown | None" = None
+  """How the illusion scan says where a proxy breaks: by which group, matched on which
+  (`Breakdown`); None: it names no bucket."""
+
   @property
   def data(self) -> Mapping[str, Any]:
     """Every split, made or read on first use (the slow part; the engine reads the data
@@ -132,6 +145,26 @@ class Task(Protocol):
     raise errors.RunError(f"the {self.name} task reads no split files")
 
 
+@dataclasses.dataclass(frozen=True)
+class Breakdown:
+  """Where a proxy breaks is read by one group (`group`, e.g. key depth) at equal
+  composition of another (`matched_on`, e.g. distance), from the task's group of their
+  cells (`cells`), whose bucket is g * n_matched + m when `group_major`, else
+  m * n_group + g (g, m: the buckets in `group` and `matched_on`)."""
+
+  group: str
+  matched_on: str
+  cells: str
+  group_major: bool = True
+
+  def grid(self, cells_xC: np.ndarray, groups: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """[..., C] -> [..., n_group, n_matched]."""
+    n_g, n_m = len(groups[self.group]), len(groups[self.matched_on])
+    if self.group_major:
+      return cells_xC.reshape(*cells_xC.shape[:-1], n_g, n_m)
+    return np.swapaxes(cells_xC.reshape(*cells_xC.shape[:-1], n_m, n_g), -1, -2)
+
+
 class TaskView(Task):
   """A task seen differently: every member forwarded to `task`, for a subclass to override
   a few (e.g. other groups over the same data). Members are forwarded one by one, so the
@@ -151,6 +184,9 @@ class TaskView(Task):
   n_train = property(lambda self: self.task.n_train)
   groups = property(lambda self: self.task.groups)
   strata = property(lambda self: self.task.strata)
+  in_distribution = property(lambda self: self.task.in_distribution)
+  control_fit_split = property(lambda self: self.task.control_fit_split)
+  breakdown = property(lambda self: self.task.breakdown)
   data = property(lambda self: self.task.data)
 
   def run_name(self, seed: int) -> str:

@@ -93,6 +93,8 @@ class CodeTask(base.Task):
             "category_word": both}
 
   strata: dict[str, tuple[str, tuple[int, ...]]] = {}  # none beyond the groups
+  # Where a proxy breaks, for the scan: by word bucket at equal character category.
+  breakdown = base.Breakdown("word", "category", "category_word", group_major=False)
 
   @functools.cache
   def eval_arrays(self, split: str, scoring: str = "all") -> dict[str, np.ndarray]:

@@ -154,6 +154,10 @@ class DyckTask(base.Task):
     return None
 
   validation = dyck.VALIDATION_SPLITS
+  # The scan's controls: proxies fitted on deep validation strings, and where a proxy
+  # breaks read by key depth at equal distance to the open (depth goes with distance).
+  control_fit_split = "val_depth"
+  breakdown = base.Breakdown("depth", "distance", "depth_distance")
 
   def monitored(self) -> dict[str, dict[str, np.ndarray]]:
     """What training reports at each evaluation: name -> arrays whose scored positions the
