@@ -20,6 +20,12 @@ Part `mfu`: achieved FLOP/s of a training step of a character-sized model (d_mod
 FLOPs counted by XLA's cost analysis; as a fraction of the device's peak where the peak is
 known (PEAK_BF16_FLOPS), else the achieved rate alone.
 
+Part `scan`: the illusion scan of a trained run (`--run`; `--families`, `--heads`,
+`--splits`, controls included) in one process, against the same evaluations as one
+evaluate.py process per unit (family or control x head), run one after another: the wall
+time of each and the ratio. The processes compute only the rows, not the scan's areas and
+flags, so the ratio understates what the one process saves.
+
 Part `memory`: peak resident memory of a fresh process that evaluates an svd sweep on 1x
 and on 10x the strings (the iid split repeated), side by side; streaming in fixed-shape
 batches should keep the ratio near 1.
@@ -43,7 +49,9 @@ import numpy as np  # noqa: E402
 
 from data import dyck  # noqa: E402
 from experiments import cli  # noqa: E402
-from pipeline import api, tasks  # noqa: E402
+import proxies  # noqa: E402
+from experiments import scan as scan_command  # noqa: E402
+from pipeline import api, rundir, scan, tasks  # noqa: E402
 from models import mesh, training, transformer  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
@@ -200,11 +208,48 @@ def memory_ratio(data_dir: str, ranks, batch_size: int) -> None:
         f"(batches of {batch_size})")
 
 
+def scan_ratio(run_dir: str, families: str, heads: str, splits: str, draws: int) -> None:
+  config = scan.ScanConfig(heads=scan_command.heads_list(heads),
+                           families=tuple(f for f in families.split(",") if f),
+                           splits=tuple(s for s in splits.split(",") if s), draws=draws)
+  run = api.load_run(run_dir)
+  units = scan.plan(run.task, run.model, config)
+  start = time.perf_counter()
+  run.scan(config, log=lambda m: None)
+  one = time.perf_counter() - start
+  evaluate_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "evaluate.py")
+  start = time.perf_counter()
+  for unit in units:
+    spec, kind = unit.spec, proxies.KINDS[unit.spec.kind]
+    (layer, head), = spec.heads
+    flags = [f"--run={run_dir}", f"--proxy={spec.kind}", f"--layer={layer}", f"--head={head}",
+             f"--splits={','.join(config.splits)}" if config.splits else None,
+             f"--{kind.sweep}={','.join(map(str, spec.values))}" if kind.sweep else None,
+             f"--seed={dict(spec.options)['seed']}" if "seed" in kind.options else None,
+             f"--fit_split={unit.fit_split}" if unit.fit_split else None]
+    done = subprocess.run([sys.executable, evaluate_py, *filter(None, flags)],
+                          capture_output=True, text=True)
+    if done.returncode:
+      sys.exit(f"evaluate.py failed on {unit.stem}: {done.stderr.strip()}")
+  processes = time.perf_counter() - start
+  print(f"scan: {len(units)} evaluations ({', '.join(config.families or scan.families())}; "
+        f"controls included) in one process {one:.1f} s; as {len(units)} evaluate.py "
+        f"processes {processes:.1f} s; ratio {processes / one:.2f}x "
+        f"({jax.devices()[0].device_kind})")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--part", choices=("all", "train", "throughput", "mfu", "sweep",
-                                         "memory", "memory_child"), default="all")
+                                         "memory", "memory_child", "scan"), default="all")
+  parser.add_argument("--families", default="svd,kmeans,onehot,weight_svd",
+                      help="with --part=scan: the families scanned")
+  parser.add_argument("--heads", default="all", help="with --part=scan: 'all' or LAYER.HEAD,...")
+  parser.add_argument("--splits", default="iid,seen_struct,unseen_struct_long,unseen_depth,"
+                      "long_shallow", help="with --part=scan: the splits")
+  parser.add_argument("--draws", type=int, default=3, help="with --part=scan: chance draws")
   parser.add_argument("--copies", type=int, default=1, help=argparse.SUPPRESS)
   parser.add_argument("--data_dir", default=os.path.join("runs", "tfds"))
   parser.add_argument("--target", type=float, default=0.98)
@@ -216,10 +261,17 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
   parser.add_argument("--run", default=None,
-                      help="with --part=sweep: a trained run whose params to use (default: random)")
+                      help="with --part=sweep: a trained run whose params to use (default: "
+                      "random); with --part=scan: the run scanned (default: the latest)")
   args = parser.parse_args()
 
   ranks = [int(r) for r in args.ranks.split(",")]
+  if args.part == "scan":
+    try:
+      return scan_ratio(args.run or rundir.latest_run(task="dyck"), args.families, args.heads,
+                        args.splits, args.draws)
+    except cli.BAD_INPUT as e:
+      sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
   if args.part == "sweep" and args.run:  # the run's own task, model and data
     try:
       task, model_cfg, params = tasks.load_trained(args.run)

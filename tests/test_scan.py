@@ -4,6 +4,7 @@ model; the scan runs on the built-in, a Linen and an NNX model; the command writ
 report, figures and units, and reads finished units back."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from experiments import scan as scan_command
 from pipeline import api, scan, tasks
 from proxies import results
 from tests import test_own_model as own
+from tests.tiny import ROOT, run as run_python
 
 
 def test_areas_integrate_agreement_over_the_log_sized_sweep():
@@ -167,3 +169,13 @@ def test_bad_scan_requests_are_errors_before_anything_runs(trained):
     scan_command.main([f"--run={run_dir}", "--heads=5.0"])
   with pytest.raises(ValueError, match="faithful=1.5 is out of range"):
     scan_command.main([f"--run={run_dir}", "--faithful=1.5"])
+
+
+def test_the_scan_benchmark_prints_its_ratio(trained):
+  cwd, run_dir = trained
+  done = run_python(os.path.join(ROOT, "bench", "dyck_bench.py"), "--part=scan",
+                    f"--run={run_dir}", "--families=svd", "--heads=1.0",
+                    "--splits=iid,unseen_depth", "--draws=1", cwd=cwd)
+  assert done.returncode == 0, done.stderr
+  assert "scan: 3 evaluations (svd; controls included) in one process" in done.stdout
+  assert "as 3 evaluate.py processes" in done.stdout and "x (cpu" in done.stdout.lower()
