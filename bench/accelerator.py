@@ -153,14 +153,7 @@ def main(argv=None) -> None:
   sae_options = {"width": 64, "steps": 5} if args.dry_run else {}
 
   def sae_fit():
-    start = time.perf_counter()
-    kind = proxies.KINDS["sae"]
-    # The API's default fit: 1000 training strings (all, if fewer), the kind's sweep.
-    jax.block_until_ready(api.Run(task, model_cfg, params).fit("sae", **sae_options).proxy)
-    seconds = time.perf_counter() - start
-    print(f"sae: default sweep k={','.join(map(str, kind.sweep_default))} fitted in "
-          f"{seconds:.1f} s ({jax.devices()[0].device_kind})")
-    return {"fit_seconds": seconds}
+    return {"fit_seconds": dyck_bench.sae_fit_time(task, model_cfg, params, **sae_options)}
   record.part("sae", sae_fit)
 
   def equality():

@@ -20,6 +20,10 @@ Part `mfu`: achieved FLOP/s of a training step of a character-sized model (d_mod
 FLOPs counted by XLA's cost analysis; as a fraction of the device's peak where the peak is
 known (PEAK_BF16_FLOPS), else the achieved rate alone.
 
+Part `sae`: seconds to fit the `sae` kind's default sweep (k = 1..32, 1,000 Adam steps
+each, side by side) on the last layer's head, on 1,000 training strings, compilation
+included: what `evaluate.py --proxy=sae` waits for before it evaluates.
+
 Part `scan`: the illusion scan of a trained run (`--run`; `--families`, `--heads`,
 `--splits`, controls included) in one process, against the same evaluations as one
 evaluate.py process per unit (family or control x head), run one after another: the wall
@@ -208,6 +212,17 @@ def memory_ratio(data_dir: str, ranks, batch_size: int) -> None:
         f"(batches of {batch_size})")
 
 
+def sae_fit_time(task, model_cfg, params, **options) -> float:
+  kind = proxies.KINDS["sae"]
+  start = time.perf_counter()
+  # The API's default fit: 1000 training strings (all, if fewer), the kind's sweep.
+  jax.block_until_ready(api.Run(task, model_cfg, params).fit("sae", **options).proxy)
+  seconds = time.perf_counter() - start
+  print(f"sae: default sweep k={','.join(map(str, kind.sweep_default))} fitted in "
+        f"{seconds:.1f} s ({jax.devices()[0].device_kind})")
+  return seconds
+
+
 def scan_ratio(run_dir: str, families: str, heads: str, splits: str, draws: int) -> None:
   config = scan.ScanConfig(heads=scan_command.heads_list(heads),
                            families=tuple(f for f in families.split(",") if f),
@@ -243,7 +258,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--part", choices=("all", "train", "throughput", "mfu", "sweep",
-                                         "memory", "memory_child", "scan"), default="all")
+                                         "memory", "memory_child", "scan", "sae"),
+                      default="all")
   parser.add_argument("--families", default="svd,kmeans,onehot,weight_svd",
                       help="with --part=scan: the families scanned")
   parser.add_argument("--heads", default="all", help="with --part=scan: 'all' or LAYER.HEAD,...")
@@ -262,7 +278,8 @@ def main():
   parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
   parser.add_argument("--run", default=None,
                       help="with --part=sweep: a trained run whose params to use (default: "
-                      "random); with --part=scan: the run scanned (default: the latest)")
+                      "random); with --part=sae too; with --part=scan: the run scanned "
+                      "(default: the latest)")
   args = parser.parse_args()
 
   ranks = [int(r) for r in args.ranks.split(",")]
@@ -272,11 +289,13 @@ def main():
                         args.splits, args.draws)
     except cli.BAD_INPUT as e:
       sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
-  if args.part == "sweep" and args.run:  # the run's own task, model and data
+  if args.part in ("sweep", "sae") and args.run:  # the run's own task, model and data
     try:
       task, model_cfg, params = tasks.load_trained(args.run)
     except cli.BAD_INPUT as e:
       sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
+    if args.part == "sae":
+      return sae_fit_time(task, model_cfg, params)
     return sweep_ratio(task, model_cfg, params, ranks, args.repeats, args.batch_size)
   task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)
   task.data  # generate or load the dataset outside any timing
@@ -289,7 +308,9 @@ def main():
     mfu()
   if args.part in ("all", "memory"):
     memory_ratio(args.data_dir, ranks, args.batch_size)
-  if args.part in ("throughput", "mfu", "memory"):
+  if args.part in ("all", "sae"):
+    sae_fit_time(task, model_cfg, transformer.init_params(model_cfg, 0))
+  if args.part in ("throughput", "mfu", "memory", "sae"):
     return
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
