@@ -42,7 +42,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import proxies  # noqa: E402
 import dyck_bench  # noqa: E402  (bench/ is on the path: this file's folder)
 from data import dyck  # noqa: E402
 from pipeline import api, tasks  # noqa: E402

@@ -19,6 +19,8 @@ import os
 import time
 from collections.abc import Sequence
 
+import jax
+
 from experiments import cli, scan_report
 from pipeline import api, rundir, scan
 
@@ -77,9 +79,12 @@ def main(argv: Sequence[str]) -> None:
   start = time.perf_counter()
   result = run.scan(config, out_dir=out, log=lambda m: print(m, flush=True))
   seconds = time.perf_counter() - start
-  setup = [f"Run `{run_dir}` ({run.task.name}); command: `python -m experiments.scan "
-           f"{' '.join(argv)}`".rstrip() + f"; {seconds:.0f} s on this machine (units read "
-           "back from an earlier run count as no time).",
+  measured = sum(u.get("seconds", 0.0) for u in result.units)
+  command = " ".join(["python -m experiments.scan", *argv])
+  setup = [f"Made by `{command}` on run `{run_dir}` ({run.task.name} task), "
+           f"{len(result.units)} evaluations: {measured:.0f} s of evaluation in all when each "
+           f"was measured ({jax.devices()[0].device_kind}; this invocation {seconds:.0f} s, "
+           "units read back included).",
            f"Settings: {', '.join(f'{k}={v}' for k, v in scan._settings_key(config).items())}"
            f"; chance draws {config.draws}."]
   paths = scan_report.write(result, out, title="Illusion scan", setup=setup)
