@@ -29,7 +29,7 @@ from models.sites import SiteModel
 # Flags with a meaning for every kind, though some kind also takes them as an option.
 GENERAL_FLAGS = ("seed",)  # seeds the bootstrap too
 
-COLUMNS = ("split", "proxy", "rank", "k", "accuracy_model", "bits_model", "accuracy_proxy",
+COLUMNS = ("accuracy_model", "bits_model", "accuracy_proxy",
            "agreement", "agreement_95ci", "attention_jsd", "tv", "kl", "shared_errors", "n",
            # the same on a task's strata (`Task.strata`; Dyck: closes deeper than trained on)
            "accuracy_model_deep", "accuracy_proxy_deep", "agreement_deep", "n_deep")
@@ -162,11 +162,16 @@ def interval(row: dict, metric: str) -> str | None:
 
 
 def format_table(rows: list[dict]) -> str:
-  """The printed table: COLUMNS present in any row, with the agreement's 95 % interval
-  beside it (the files hold every interval as <metric>_lo/_hi)."""
+  """The printed table: the split, the kind and its sweep's value, COLUMNS and the kind's
+  diagnostics present in any row, with the agreement's 95 % interval beside it (the files
+  hold every interval as <metric>_lo/_hi)."""
   rows = [{**r, "agreement_95ci": interval(r, "agreement")} if "agreement" in r else r
           for r in rows]
-  columns = [c for c in COLUMNS if any(c in r for r in rows)]
+  kinds = [proxies.KINDS[k] for k in dict.fromkeys(r["proxy"] for r in rows)]
+  own = [c for k in kinds for c in ([k.sweep] if k.sweep else [])]
+  diagnostics = [c for k in kinds for c in k.diagnostics]
+  columns = [c for c in ("split", "proxy", *dict.fromkeys(own), *COLUMNS,
+                         *dict.fromkeys(diagnostics)) if any(c in r for r in rows)]
   cell = lambda v: f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
   widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}
   lines = ["  ".join(c.ljust(widths[c]) for c in columns)]

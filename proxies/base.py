@@ -51,6 +51,7 @@ class ProxyKind:
   # reconstructs a split's vectors at a site; evaluation writes the mean over the proxy's
   # heads and sites beside the faithfulness rows.
   diagnose: Callable[[dict, Site, np.ndarray], dict[str, np.ndarray]] | None = None
+  diagnostics: tuple[str, ...] = ()  # the names `diagnose` returns, for printed tables
   # Its limits, applied by `check` wherever a sweep is made (the command line, the API, the
   # experiments), so that no caller knows a kind's rules: `bounds` cap the sweep's values
   # (each a `Bound`; the tightest wins; every sweep starts at 1), `checks` are any other

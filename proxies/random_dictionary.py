@@ -33,7 +33,8 @@ def fit(activations: Mapping[str, np.ndarray], ks: Sequence[int], options: Mappi
 KIND = base.register(base.ProxyKind(
     name="random_dictionary", sweep="k", sites=("q", "k"),
     allowed_sites=("q", "k", "v", "resid_pre"), fit=fit, apply=sae.apply,
-    diagnose=sae.diagnose, options={"separate": False, "width": 0, "seed": 0},
+    diagnose=sae.diagnose, diagnostics=("fvu", "l0", "dead"),
+    options={"separate": False, "width": 0, "seed": 0},
     sweep_default=(1, 2, 4, 8, 16, 32), scan_sweep=(1, 2, 4, 8, 16, 32), control_of="sae",
     sweep_label="k (random atoms)",
     bounds=(sae.within_latents, base.within_vectors), checks=(base.one_width_unless_separate,),

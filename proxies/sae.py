@@ -190,7 +190,7 @@ def within_latents(spec: base.ProxySpec, widths: Mapping, vectors: int | None):
 
 KIND = base.register(base.ProxyKind(
     name="sae", sweep="k", sites=("q", "k"), allowed_sites=("q", "k", "v", "resid_pre"),
-    fit=fit, apply=apply, diagnose=diagnose,
+    fit=fit, apply=apply, diagnose=diagnose, diagnostics=("fvu", "l0", "dead"),
     options={"separate": False, "width": 0, "steps": 1000, "learning_rate": 3e-3,
              "seed": 0, "dead_steps": 200},
     sweep_default=(1, 2, 4, 8, 16, 32), sweep_label="k (active latents)",

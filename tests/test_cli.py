@@ -228,6 +228,16 @@ def test_printed_table_shows_the_agreements_interval():
   assert empty.split() == ["seen_struct", "svd", "4", "-", "-", "0"]
 
 
+def test_printed_table_shows_the_kinds_sweep_and_diagnostics():
+  """Columns come from the registry: a kind's own sweep name and its diagnostics."""
+  rows = [{"split": "iid", "proxy": "sae", "k": 8, "agreement": 0.9, "n": 10, "fvu": 0.0123,
+           "l0": 8.0, "dead": 0.25}]
+  header, first = evaluate.format_table(rows).splitlines()
+  assert header.split() == ["split", "proxy", "k", "agreement", "agreement_95ci", "n", "fvu",
+                            "l0", "dead"]
+  assert first.split()[-3:] == ["0.0123", "8.0000", "0.2500"]
+
+
 def test_evaluate_from_another_folder_uses_the_runs_data(trained, tmp_path):
   """config.json used to store the data directory relative to the folder trained from, so
   evaluating from any other folder regenerated the data into ./runs/tfds there."""
