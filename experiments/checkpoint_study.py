@@ -29,6 +29,7 @@ import numpy as np
 
 import proxies
 from experiments import aggregate, cli
+from experiments.report import table
 from models import atomic, checkpoints, training
 from pipeline import api, evaluation, rundir, tasks
 from proxies import faithfulness
@@ -161,7 +162,7 @@ def report(found: dict) -> list[str]:
                  f"{g['val_iid']:.3f} / {d['val_iid']:.3f}",
                  f"{g['val_deep']:.3f} / {d['val_deep']:.3f}",
                  f"{model(g):.3f} / {model(d):.3f}", ""])
-  lines += _table(["seed", "step (generalizes / does not)", "val_iid", "val_depth deep",
+  lines += table(["seed", "step (generalizes / does not)", "val_iid", "val_depth deep",
                    "test deep accuracy (unseen_depth)", ""], body) + [""]
   if len(chosen) < 2:
     return lines + ["Fewer than two runs have a contrast: no interval over runs.", ""]
@@ -190,7 +191,7 @@ def report(found: dict) -> list[str]:
     body.append([aggregate.setting_label(s),
                  f"{_fmt(aggregate.seed_interval(gap_g))} / {_fmt(aggregate.seed_interval(gap_d))}",
                  _fmt(aggregate.seed_interval(diffs))])
-  lines += _table(["", "deep gap (generalizes / does not)", "difference"], body) + [""]
+  lines += table(["", "deep gap (generalizes / does not)", "difference"], body) + [""]
   return lines
 
 
@@ -199,11 +200,6 @@ def _fmt(interval) -> str:
   if np.isnan(mean):
     return "–"
   return f"{mean:.3f}" if lo == hi else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def _table(header, body) -> list[str]:
-  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-          + ["| " + " | ".join(row) + " |" for row in body])
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

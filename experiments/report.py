@@ -25,7 +25,8 @@ def _representatives(rows: list[dict], layers: Sequence[int]) -> list[aggregate.
   return [s for s in chosen if s is not None]
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+  """A markdown table's lines."""
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   return lines + ["| " + " | ".join(row) + " |" for row in body]
 
@@ -49,7 +50,7 @@ def model_section(rows: list[dict], splits: Sequence[str]) -> list[str]:
                   + [f"{value[s]:.4f}" for s in seeds])
   return ["## The models", "",
           "Accuracy at scored positions (closing brackets at distance ≥ 10), mean over seeds "
-          "with its 95 % interval, then each seed:", ""] + _table(
+          "with its 95 % interval, then each seed:", ""] + table(
               ["split", "accuracy"] + [f"seed {s}" for s in seeds], body) + [""]
 
 
@@ -87,7 +88,7 @@ def faithfulness_section(rows: list[dict], splits: Sequence[str], layers: Sequen
         cells.append("–")
       body.append(cells + [_fmt(jsd[(s, "iid")])])
     out += [f"### Layer {layer} head 0 simplified", ""]
-    out += _table(["proxy", "iid agreement"] + ood + ["deep closes (unseen_depth)",
+    out += table(["proxy", "iid agreement"] + ood + ["deep closes (unseen_depth)",
                                                       "iid attention JSD"], body) + [""]
   return out
 
@@ -123,7 +124,7 @@ def estimation_section(rows: list[dict], pooled: list[dict], layers: Sequence[in
       cells.append(_fmt(interval))
       verdicts.append(f"{name}: {aggregate.verdict(interval)}")
     body.append(cells + ["; ".join(verdicts[1:])])
-  return out + _table(["layer", "proxy", "unseen_depth", *ranges, "verdict"], body) + [""]
+  return out + table(["layer", "proxy", "unseen_depth", *ranges, "verdict"], body) + [""]
 
 
 def depth_per_seed_section(pooled: list[dict], rows: list[dict], layers: Sequence[int],
@@ -153,7 +154,7 @@ def depth_per_seed_section(pooled: list[dict], rows: list[dict], layers: Sequenc
   for s in chosen:
     body.append([aggregate.setting_label(s), f"layer {s[1]}"]
                 + [f"{a / n:.3f}" if n else "–" for a, n in per_seed(s, "accuracy_proxy").values()])
-  return out + _table(["", "layer"] + [f"seed {s}" for s in seeds], body) + [""]
+  return out + table(["", "layer"] + [f"seed {s}" for s in seeds], body) + [""]
 
 
 def bootstrap_section(rows: list[dict], splits: Sequence[str], layers: Sequence[int]
@@ -175,7 +176,7 @@ def bootstrap_section(rows: list[dict], splits: Sequence[str], layers: Sequence[
         cells.append(_fmt((math.nan if estimate is None else estimate, r.get("agreement_lo"),
                            r.get("agreement_hi"))))
       body.append(cells)
-  return out + _table(["layer", "proxy", "seed"] + list(splits), body) + [""]
+  return out + table(["layer", "proxy", "seed"] + list(splits), body) + [""]
 
 
 def error_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int],
@@ -197,7 +198,7 @@ def error_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int
           pooled[split], s, keep, lambda r: r["shared_errors"],
           lambda r: (1 - r["accuracy_model"]) * r["n"])))
     body.append(cells)
-  return out + _table(["layer", "proxy", f"iid, depth ≤ {m - 1}",
+  return out + table(["layer", "proxy", f"iid, depth ≤ {m - 1}",
                        f"unseen_depth, depth > {m}"], body) + [""]
 
 
@@ -217,7 +218,7 @@ def mechanism_section(mechanisms: list[dict], train_depth: int) -> list[str]:
   body = [[site] + [_fmt(aggregate.seed_interval([r["variance"][site][name]
                                                   for r in mechanisms])) for name in labels]
           for site in first["variance"]]
-  out += _table(["site", *labels], body) + [""]
+  out += table(["site", *labels], body) + [""]
   out += ["At scored closes, how often the strongest key of the model and of each k-means "
           "proxy (queries and keys clustered together, or each on its own) is the matching "
           f"open, and how often it is at the query's depth; iid closes at key depth "
@@ -237,7 +238,7 @@ def mechanism_section(mechanisms: list[dict], train_depth: int) -> list[str]:
           for who, values in cells.items()]
   header = [f"{split} {'on the open' if metric == 'on_open' else 'at its depth'}"
             for split, metric in where]
-  return out + _table(["", *header], body) + [""]
+  return out + table(["", *header], body) + [""]
 
 
 def _sorted_settings(rows: list[dict], layer: int) -> list[aggregate.Setting]:
@@ -282,7 +283,7 @@ def depth_section(group_rows: list[dict], rows: list[dict], layers: Sequence[int
     body.append(["model accuracy"] + cells(model, "accuracy_model"))
     body += [[aggregate.setting_label(s)] + cells(found[s], "agreement") for s in settings]
     out += [f"### Layer {layer} head 0 simplified", ""]
-    out += _table(["", "total gap", "depth", "length/span", "share", "coverage"], body)
+    out += table(["", "total gap", "depth", "length/span", "share", "coverage"], body)
     out += [""]
   return out
 
@@ -310,7 +311,7 @@ def margin_section(group_rows: list[dict], rows: list[dict], splits: Sequence[st
         cells.append("–" if d is None else f"{_fmt(d['raw'])}; at equal margin "
                      f"{_fmt(d['matched'])}")
       body.append(cells)
-    out += [f"### Layer {layer} head 0 simplified", ""] + _table(["proxy", *ood], body) + [""]
+    out += [f"### Layer {layer} head 0 simplified", ""] + table(["proxy", *ood], body) + [""]
   return out
 
 
@@ -330,7 +331,7 @@ def plain_deep_section(model_rows: list[dict], train_depth: int) -> list[str]:
           "depth, most of their closes are shallow). Its pooled accuracy is the number to "
           "set beside the paper's; unseen_depth is stratified by its deepest close. "
           "`murty`: closes at distance ≥ 10; `all_closes`: every close. Mean [95 % "
-          "interval] over seeds.", ""] + _table(["split", *scorings], body) + [""]
+          "interval] over seeds.", ""] + table(["split", *scorings], body) + [""]
 
 
 def fit_split_section(rows: list[dict], fit_rows: list[dict], splits: Sequence[str]
@@ -365,7 +366,7 @@ def fit_split_section(rows: list[dict], fit_rows: list[dict], splits: Sequence[s
           "agreement when fitted on training strings → when fitted on "
           f"{fit_split} (mean [95 % interval] over seeds). If the depth gap came from "
           "fitting on shallow data alone, fitting on deep strings would close it.", ""
-          ] + _table(["layer", "proxy", *shown, "deep closes (unseen_depth)"], body) + [""]
+          ] + table(["layer", "proxy", *shown, "deep closes (unseen_depth)"], body) + [""]
 
 
 def diagnostics_section(rows: list[dict], splits: Sequence[str]) -> list[str]:
@@ -394,7 +395,7 @@ def diagnostics_section(rows: list[dict], splits: Sequence[str]) -> list[str]:
           "interval over seeds, the mean number of active latents (L0) and the fraction of "
           "latents that never fire there; then per OOD split its fvu and the agreement gap "
           "agreement(iid) − agreement(split), means over seeds.", ""
-          ] + _table(["layer", "proxy", "iid fvu", "L0", "dead", *ood], body) + [""]
+          ] + table(["layer", "proxy", "iid fvu", "L0", "dead", *ood], body) + [""]
 
 
 def write(path: str, *, title: str, setup: Sequence[str], rows: list[dict],

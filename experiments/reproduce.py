@@ -231,8 +231,7 @@ def reproduce_one_depth(setting: str, plan: Plan, data_dir: str, out: str, log) 
       group_rows += [dict(row, model_seed=seed) for row in g]
       if (plan.fit_split and proxies.KINDS[spec.kind].fits_on == "activations"
           and spec.layer == model_cfg.n_layers - 1):
-        # As many of the split's strings as the training fit uses, or all it has if fewer.
-        n_there = min(n_fit, len(task.eval_arrays(plan.fit_split)["inputs"]))
+        n_there = evaluation.fit_strings(task, n_fit, plan.fit_split)
         r, _ = evaluate_cached(task, model_cfg, params, spec, run_dir, plan, n_there, log,
                                fit, fit_split=plan.fit_split)
         fit_rows += [dict(row, model_seed=seed) for row in r]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments import figures
+from experiments import figures, report
 from experiments.figures import plt
 from models import atomic
 from pipeline import rundir, scan as scan_lib
@@ -27,11 +27,6 @@ def _num(x, digits: int = 3) -> str:
 
 def _with_interval(x, lo, hi) -> str:
   return f"{_num(x)} [{_num(lo)}, {_num(hi)}]"
-
-
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-          + ["| " + " | ".join(row) + " |" for row in body])
 
 
 def heatmap(scan: scan_lib.Scan, path: str) -> str | None:
@@ -107,7 +102,7 @@ def write(scan: scan_lib.Scan, out_dir: str, *, title: str, setup: Sequence[str]
             "most, with 95 % bootstrap intervals over strings; the same gap for the chance "
             "control (mean over draws) and for the family fitted on another split; how "
             "many settings are flagged.", ""]
-  lines += _table(
+  lines += report.table(
       ("family", "head", "area in distribution", "worst split", "gap", "chance gap",
        "fitted-elsewhere gap", "flags"),
       [(h["family"], f"{h['layer']}.{h['head']}",
@@ -129,7 +124,7 @@ def write(scan: scan_lib.Scan, out_dir: str, *, title: str, setup: Sequence[str]
   if not flags:
     lines.append("No setting is flagged.")
   else:
-    lines += _table(
+    lines += report.table(
         ("family", "head", "setting", "split", "agreement in distribution", "agreement",
          "direction", "breaks at", "gap there"),
         [(f["family"], f"{f['layer']}.{f['head']}", f["setting"], f["split"],
@@ -143,11 +138,11 @@ def write(scan: scan_lib.Scan, out_dir: str, *, title: str, setup: Sequence[str]
           if f["breaks"] else "-") for f in flags])
   lines += ["", "## Areas by split", ""]
   for u in (u for u in scan.units if u["role"] == "proxy"):
-    chance = scan._of("chance", u["family"], u["layer"], u["head"])
-    fitted = scan._of("fit_split", u["family"], u["layer"], u["head"])
+    chance = scan.units_of("chance", u["family"], u["layer"], u["head"])
+    fitted = scan.units_of("fit_split", u["family"], u["layer"], u["head"])
     values = ",".join(map(str, u["values"])) or "no sweep"
     lines += [f"**{u['family']}, layer {u['layer']} head {u['head']}** ({values})", ""]
-    lines += _table(
+    lines += report.table(
         ("split", "area", "area of 1 - TV", "gap", "chance area", "fitted-elsewhere area"),
         [(s, _with_interval(a["area"], a["area_lo"], a["area_hi"]),
           _with_interval(a["area_tv"], a["area_tv_lo"], a["area_tv_hi"]),

@@ -50,9 +50,21 @@ def fitting_inputs(task, n_fit: int, fit_split: str | None = None):
   or (`fit_split`, the fitting-distribution control) the first `n_fit` of that split."""
   if fit_split is None:
     return task.fit_inputs(n_fit)
-  known = (*task.splits, *getattr(task, "validation", ()))
-  errors.check_choice("fit_split", fit_split, known)
-  return task.eval_arrays(fit_split)["inputs"][:n_fit]
+  return task.eval_arrays(check_fit_split(task, fit_split))["inputs"][:n_fit]
+
+
+def check_fit_split(task, fit_split: str) -> str:
+  """`fit_split`, a test or validation split of the task (a RunError otherwise)."""
+  errors.check_choice("fit_split", fit_split, (*task.splits, *getattr(task, "validation", ())))
+  return fit_split
+
+
+def fit_strings(task, n_fit: int, fit_split: str | None) -> int:
+  """The strings a fit on `fit_split` can have when `n_fit` training strings are asked for:
+  `n_fit`, or all the split has if fewer (a validation split is smaller than training)."""
+  if fit_split is None:
+    return n_fit
+  return min(n_fit, len(task.eval_arrays(check_fit_split(task, fit_split))["inputs"]))
 
 
 def n_fit_of(task, n_fit: int | None, fit_split: str | None = None) -> int:
@@ -62,8 +74,8 @@ def n_fit_of(task, n_fit: int | None, fit_split: str | None = None) -> int:
   if fit_split is None:
     available, where = task.n_train, "the training split's size"
   else:
-    errors.check_choice("fit_split", fit_split, (*task.splits, *getattr(task, "validation", ())))
-    available, where = len(task.eval_arrays(fit_split)["inputs"]), f"{fit_split}'s size"
+    available = len(task.eval_arrays(check_fit_split(task, fit_split))["inputs"])
+    where = f"{fit_split}'s size"
   n_fit = n_fit if n_fit is not None else min(N_FIT, available)
   errors.check_range("n_fit", n_fit, 1, available, f" ({where})")
   return n_fit

@@ -114,16 +114,14 @@ def plan(task, model, config: ScanConfig) -> list[Unit]:
   model = faithfulness.site_model(model)
   heads = config.heads or tuple((l, h) for l in range(model.n_layers)
                                 for h in range(model.n_heads))
-  for layer, head in heads:
-    if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-      raise proxies.ProxyError(f"no head ({layer}, {head}) in a model of "
-                               f"{model.n_layers} layers x {model.n_heads} heads")
+  # Before the sweeps: `sweep_of` drops the values a head refuses, not a head that is not there.
+  proxies.check_heads(heads, model)
   fit_split = getattr(task, "control_fit_split", None) if config.controls else None
   n_fit = evaluation.n_fit_of(task, config.n_fit)
   n_vectors = evaluation.fitting_vectors(task, n_fit)
   if fit_split:
     n_vectors = min(n_vectors, evaluation.fitting_vectors(
-        task, fit_strings(task, n_fit, fit_split), fit_split))
+        task, evaluation.fit_strings(task, n_fit, fit_split), fit_split))
   units = []
   for family in families(config.families):
     known = proxies.KINDS[family]
@@ -146,14 +144,6 @@ def plan(task, model, config: ScanConfig) -> list[Unit]:
       if fit_split and known.fits_on == "activations":
         units.append(Unit(family, "fit_split", make(family), fit_split))
   return units
-
-
-def fit_strings(task, n_fit: int, fit_split: str | None) -> int:
-  """The strings a unit is fitted on: `n_fit`, or as many of `fit_split`'s as it has if
-  fewer (a validation split is smaller than the training split)."""
-  if fit_split is None:
-    return n_fit
-  return min(n_fit, len(task.eval_arrays(fit_split)["inputs"]))
 
 
 def log_axis(values: Sequence[int]) -> np.ndarray:
@@ -276,8 +266,8 @@ def measure(task, model, params, unit: Unit, config: ScanConfig) -> dict:
   e = evaluation.evaluate(
       task, model, params,
       evaluation.EvalConfig(unit.spec, config.splits,
-                            n_fit=fit_strings(task, evaluation.n_fit_of(task, config.n_fit),
-                                              unit.fit_split),
+                            n_fit=evaluation.fit_strings(
+                                task, evaluation.n_fit_of(task, config.n_fit), unit.fit_split),
                             batch_size=config.batch_size, seed=config.seed,
                             n_bootstrap=config.n_bootstrap, fit_split=unit.fit_split),
       sequence_groups=(breakdown.cells,) if breakdown else ())
@@ -386,7 +376,8 @@ class Scan:
   config: ScanConfig
   units: list[dict]
 
-  def _of(self, role: str, family: str, layer: int, head: int) -> list[dict]:
+  def units_of(self, role: str, family: str, layer: int, head: int) -> list[dict]:
+    """The units of one role of a family at one head (a chance control's draws)."""
     return [u for u in self.units if (u["role"], u["family"], u["layer"], u["head"])
             == (role, family, layer, head)]
 
@@ -400,8 +391,8 @@ class Scan:
       others = [s for s in u["splits"] if s != iid]
       worst = max(others, key=lambda s: u["areas"][s]["gap"]) if others else iid
       a = u["areas"][worst]
-      chance = self._of("chance", u["family"], u["layer"], u["head"])
-      fitted = self._of("fit_split", u["family"], u["layer"], u["head"])
+      chance = self.units_of("chance", u["family"], u["layer"], u["head"])
+      fitted = self.units_of("fit_split", u["family"], u["layer"], u["head"])
       mean = lambda us, s, k: (float(np.mean([c["areas"][s][k] for c in us])) if us else None)
       out.append({
           "family": u["family"], "layer": u["layer"], "head": u["head"],

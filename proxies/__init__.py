@@ -14,9 +14,9 @@ and the engine that measures them against the model.
 from proxies import svd, kmeans, onehot, weight_svd, sae  # noqa: F401  (isort: skip)
 # The chance baselines the scan runs beside svd, kmeans and sae (`ProxyKind.control_of`).
 from proxies import random_subspace, random_centroids, random_dictionary  # noqa: F401
-from proxies.base import (KINDS, Proxy, ProxyError, ProxyKind, ProxySpec, check, fit,
-                          make_spec, register)
+from proxies.base import (KINDS, Proxy, ProxyError, ProxyKind, ProxySpec, check, check_heads,
+                          fit, make_spec, register)
 from proxies.storage import load, save
 
-__all__ = ["KINDS", "Proxy", "ProxyError", "ProxyKind", "ProxySpec", "check", "fit", "load",
-           "make_spec", "register", "save"]
+__all__ = ["KINDS", "Proxy", "ProxyError", "ProxyKind", "ProxySpec", "check", "check_heads",
+           "fit", "load", "make_spec", "register", "save"]

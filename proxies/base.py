@@ -248,6 +248,14 @@ def one_width_unless_separate(spec: ProxySpec, widths: Mapping[Site, int]) -> No
         "fit each site on its own (the option separate, --separate) or choose sites of one width")
 
 
+def check_heads(heads: Sequence[Head], model: SiteModel) -> None:
+  """A ProxyError naming the first of `heads` the model does not have."""
+  for layer, head in heads:
+    if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
+      raise ProxyError(f"no head ({layer}, {head}) in a model of "
+                       f"{model.n_layers} layers x {model.n_heads} heads")
+
+
 def check(spec: ProxySpec, model: SiteModel, n_vectors: int | None = None) -> None:
   """Whether `model` can run `spec` as labelled: its heads exist, the model exposes its
   sites (a proxy at a site the model does not expose would never run), every value of the
@@ -255,10 +263,7 @@ def check(spec: ProxySpec, model: SiteModel, n_vectors: int | None = None) -> No
   the fitting vectors per site) and the kind's `checks` hold. A ProxyError otherwise,
   before anything runs."""
   kind = KINDS[spec.kind]
-  for layer, head in spec.heads:
-    if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-      raise ProxyError(f"no head ({layer}, {head}) in a model of "
-                       f"{model.n_layers} layers x {model.n_heads} heads")
+  check_heads(spec.heads, model)
   missing = [s for s in spec.sites if s not in model.sites]
   if missing:
     exposed = [s for s in Site if s in model.sites]
