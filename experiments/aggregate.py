@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
@@ -61,6 +61,24 @@ def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     return mean, mean, mean
   half = float(scipy.stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
   return mean, mean - half, mean + half
+
+
+def matched_difference(reference: Mapping[object, tuple[float, float]],
+                       other: Mapping[object, tuple[float, float]]
+                       ) -> tuple[float | None, float | None]:
+  """(raw, matched) differences reference - other of a rate given per bin as (n, rate):
+  raw pools every bin; matched takes the difference within each bin and averages it with
+  `other`'s weights, over the bins `reference` also has (None where nothing is left)."""
+  def pooled(bins):
+    n = sum(b[0] for b in bins.values())
+    return sum(b[0] * b[1] for b in bins.values()) / n if n else None
+  raw_ref, raw_other = pooled(reference), pooled(other)
+  raw = None if raw_ref is None or raw_other is None else raw_ref - raw_other
+  kept = {b: v for b, v in other.items() if v[0] and reference.get(b, (0, 0))[0]}
+  n_kept = sum(v[0] for v in kept.values())
+  if not n_kept:
+    return raw, None
+  return raw, sum(v[0] / n_kept * (reference[b][1] - v[1]) for b, v in kept.items())
 
 
 def by_seed(rows: Iterable[dict], key: Callable[[dict], object],

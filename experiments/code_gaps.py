@@ -12,7 +12,9 @@ bootstraps that resample *files* (the windows of one file are not independent): 
 files and the split's files are resampled independently for a gap.
 
 The per-file counts come from the faithfulness program itself: each position's bucket is
-(file, category x word cell), one group of n_files x n_cells buckets.
+(file, category x word cell), one group of n_files x n_cells buckets. Rows of group
+`margin` (the model's top-1 margin, `pipeline.confidence`) hold agreement per margin bin,
+pooled over files, for agreement at equal confidence.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import proxies
 from data import code_batch
 from experiments import cli
-from pipeline import api, rundir, tasks
+from pipeline import api, confidence, rundir, tasks
 from models import atomic, checkpoints, mesh
 from proxies import faithfulness
 
@@ -172,6 +174,11 @@ def head_rows(task: tasks.CodeTask, model_cfg, params, spec: proxies.ProxySpec, 
                                                 len(code_batch.WORD)).items():
     pooled = {s: pool(c, member) for s, c in counts.items()}
     rows += [{"group": group, **r} for r in gap_rows(pooled, labels, n_resamples, seed)]
+  # The model's confidence, pooled over files: what agreement at equal margin is read from.
+  keep = ("n", "agreement", "accuracy_model", "accuracy_proxy")
+  rows += [{"group": confidence.GROUP, "split": r["split"], "bucket": r["bucket"],
+            **{k: r[k] for k in keep}}
+           for r in result.group_rows if r["group"] == confidence.GROUP and r["n"]]
   return rows
 
 

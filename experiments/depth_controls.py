@@ -120,15 +120,10 @@ def margin_matched(group_rows: list[dict], splits: Sequence[str], group: str = "
       reference = cells["iid"].get(key)
       if not reference:
         continue
-      n = sum(v[0] for v in bins.values())
-      n_ref = sum(v[0] for v in reference.values())
-      raw = sum(v[1] for v in reference.values()) / n_ref - sum(v[1] for v in bins.values()) / n
-      kept = {b: v for b, v in bins.items() if reference.get(b, [0])[0] > 0}
-      n_kept = sum(v[0] for v in kept.values())
-      if not n_kept:
+      rate = lambda sums: {b: (v[0], v[1] / v[0]) for b, v in sums.items() if v[0]}
+      raw, matched = aggregate.matched_difference(rate(reference), rate(bins))
+      if matched is None:
         continue
-      matched = sum(v[0] / n_kept * (reference[b][1] / reference[b][0] - v[1] / v[0])
-                    for b, v in kept.items())
       out = per_seed[(key[1], split)]
       out["raw"].append(raw)
       out["matched"].append(matched)

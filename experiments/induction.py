@@ -2,6 +2,7 @@
 its previous occurrence, on sequences of distinct random tokens repeated twice.
 
   python -m experiments.induction --run=runs/code-python-s0
+  python -m experiments.induction --run=runs/code-python-s0 --steps=all   # every checkpoint
 
 A sequence is [r_1 .. r_T, r_1 .. r_T] with r_1 .. r_T drawn *without* replacement (T = the
 vocabulary's real tokens or half the model's positions, the smaller), so in the second half
@@ -12,7 +13,9 @@ scores well below 1.) The score of a head is its attention mass on the copy targ
 key k <= q whose previous token equals the query's token - averaged over the queries that
 have one: 1 for a perfect induction head, `uniform_baseline` (between 1 / L and 2 / L, L the
 sequence length) for one attending uniformly to every earlier position. Written to
-<run>/eval/induction.json, one row per layer and head, with the baseline.
+<run>/eval/induction.json, one row per layer and head, with the baseline; with
+`--steps=all`, the score of every kept checkpoint to <run>/eval/induction_steps.json (one
+row per step, layer and head), so that when an induction head formed can be read off.
 """
 
 from __future__ import annotations
@@ -96,28 +99,54 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--run", default=None, help="run directory (default: the latest)")
   parser.add_argument("--n", type=int, default=64, help="random sequences (default: 64)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--steps", choices=("latest", "all"), default="latest",
+                      help="the newest checkpoint (induction.json) or every kept one "
+                      "(induction_steps.json) (default: latest)")
   args = parser.parse_args(argv)
   cli.check_range("n", args.n, 1, 10_000)
   cli.check_range("seed", args.seed, 0, 2**32 - 1)
   run_dir = args.run or rundir.latest_run()
   task, model_cfg, train_cfg = tasks.from_run_config(rundir.read_config(run_dir), run_dir)
-  params = training.restore_params(run_dir, model_cfg, train_cfg)
-  if params is None:
-    raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
   n_tokens = task.pad_id  # every id below PAD is a real token
-  scores, baseline = induction_scores(transformer.TransformerSites(model_cfg),
-                                      mesh.to_host(params), n_tokens, args.n, args.seed,
-                                      seq_len=model_cfg.seq_len)
-  rows = [{"layer": layer, "head": head, "induction_score": float(scores[layer, head]),
-           "uniform_baseline": baseline}
-          for layer in range(model_cfg.n_layers) for head in range(model_cfg.n_heads)]
+  model = transformer.TransformerSites(model_cfg)
+
+  def rows_at(step: int | None) -> tuple[list[dict], float]:
+    params = training.restore_params(run_dir, model_cfg, train_cfg, step=step)
+    if params is None:
+      raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
+    scores, baseline = induction_scores(model, mesh.to_host(params), n_tokens, args.n,
+                                        args.seed, seq_len=model_cfg.seq_len)
+    return [{"layer": layer, "head": head, "induction_score": float(scores[layer, head]),
+             "uniform_baseline": baseline}
+            for layer in range(model_cfg.n_layers) for head in range(model_cfg.n_heads)], baseline
+
+  out_dir = os.path.join(run_dir, "eval")
+  cli.ensure_writable(out_dir)
+  if args.steps == "all":
+    ckpt = checkpoints.Checkpoints(run_dir, max_to_keep=None)
+    try:
+      steps = ckpt.steps()
+    finally:
+      ckpt.close()
+    if not steps:
+      raise cli.UsageError(f"run {run_dir!r} has no checkpoint; train it first")
+    rows = []
+    for step in steps:
+      at, _ = rows_at(step)
+      rows += [{"step": step, **r} for r in at]
+      best = max(at, key=lambda r: r["induction_score"])
+      print(f"step {step}: best layer {best['layer']} head {best['head']} "
+            f"{best['induction_score']:.4f}", flush=True)
+    path = os.path.join(out_dir, "induction_steps.json")
+    rundir.write_json(path, rows)
+    print(f"wrote {path}")
+    return
+  rows, baseline = rows_at(None)
   for row in sorted(rows, key=lambda r: -r["induction_score"]):
     print(f"layer {row['layer']} head {row['head']}: {row['induction_score']:.4f}")
-  path = os.path.join(run_dir, "eval", "induction.json")
-  cli.ensure_writable(os.path.dirname(path))
+  path = os.path.join(out_dir, "induction.json")
   rundir.write_json(path, rows)
   print(f"wrote {path} (uniform attention would score {baseline:.4f})")
-
 
 if __name__ == "__main__":
   cli.run_main(main, bad_input=(checkpoints.CheckpointError,))

@@ -55,3 +55,20 @@ def test_scores_of_a_model_are_per_layer_and_head_and_seeded():
   assert a.shape == (2, 3) and np.all((a >= 0) & (a <= 1 + 1e-6)) and 0 < baseline < 1
   np.testing.assert_array_equal(a, induction.induction_scores(cfg, params, 10, n=8, seed=0)[0])
   assert not np.array_equal(a, induction.induction_scores(cfg, params, 10, n=8, seed=1)[0])
+
+
+def test_every_checkpoint_is_scored_and_the_newest_matches_the_latest(trained, tmp_path):
+  import json
+  import shutil
+
+  _, run_dir = trained
+  copy = tmp_path / "run"
+  shutil.copytree(run_dir, copy)
+  induction.main([f"--run={copy}", "--n=4"])
+  induction.main([f"--run={copy}", "--n=4", "--steps=all"])
+  latest = json.loads((copy / "eval" / "induction.json").read_text())
+  by_step = json.loads((copy / "eval" / "induction_steps.json").read_text())
+  steps = sorted({r["step"] for r in by_step})
+  assert len(steps) >= 2 and len(by_step) == len(steps) * len(latest)
+  newest = [{k: v for k, v in r.items() if k != "step"} for r in by_step if r["step"] == steps[-1]]
+  assert newest == latest
