@@ -102,6 +102,8 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--steps", choices=("latest", "all"), default="latest",
                       help="the newest checkpoint (induction.json) or every kept one "
                       "(induction_steps.json) (default: latest)")
+  parser.add_argument("--out", default=None,
+                      help="write the rows here instead of under <run>/eval/")
   args = parser.parse_args(argv)
   cli.check_range("n", args.n, 1, 10_000)
   cli.check_range("seed", args.seed, 0, 2**32 - 1)
@@ -121,7 +123,7 @@ def main(argv: Sequence[str]) -> None:
             for layer in range(model_cfg.n_layers) for head in range(model_cfg.n_heads)], baseline
 
   out_dir = os.path.join(run_dir, "eval")
-  cli.ensure_writable(out_dir)
+  cli.ensure_writable(os.path.dirname(os.path.abspath(args.out)) if args.out else out_dir)
   if args.steps == "all":
     ckpt = checkpoints.Checkpoints(run_dir, max_to_keep=None)
     try:
@@ -137,14 +139,14 @@ def main(argv: Sequence[str]) -> None:
       best = max(at, key=lambda r: r["induction_score"])
       print(f"step {step}: best layer {best['layer']} head {best['head']} "
             f"{best['induction_score']:.4f}", flush=True)
-    path = os.path.join(out_dir, "induction_steps.json")
+    path = args.out or os.path.join(out_dir, "induction_steps.json")
     rundir.write_json(path, rows)
     print(f"wrote {path}")
     return
   rows, baseline = rows_at(None)
   for row in sorted(rows, key=lambda r: -r["induction_score"]):
     print(f"layer {row['layer']} head {row['head']}: {row['induction_score']:.4f}")
-  path = os.path.join(out_dir, "induction.json")
+  path = args.out or os.path.join(out_dir, "induction.json")
   rundir.write_json(path, rows)
   print(f"wrote {path} (uniform attention would score {baseline:.4f})")
 
