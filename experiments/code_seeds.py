@@ -48,7 +48,7 @@ FORMED = 0.5  # an induction head has formed once its score crosses this
 MIN_N = 500  # a category x word cell is ranked only with this many positions per split
 EVALUATION_KEYS = ("proxy", "head", "split", "agreement", "agreement_lo", "agreement_hi",
                    "accuracy_model", "accuracy_proxy", "bits_model", "accuracy_model_lo",
-                   "accuracy_model_hi")
+                   "accuracy_model_hi", "fvu", "l0", "dead")
 BUCKET_KEYS = ("head", "group", "bucket", "split", "n", "n_files", "agreement",
                "agreement_lo", "agreement_hi", "accuracy_model", "accuracy_proxy", "gap",
                "gap_lo", "gap_hi")
@@ -106,7 +106,7 @@ def load_run(run_dir: str, layer: int, gaps: str) -> dict:
     for r in _read(path):
       if isinstance(r, dict) and r.get("layer") == layer and isinstance(r.get("head"), int) \
           and "agreement" in r:
-        row = {k: _round(r.get(k)) for k in EVALUATION_KEYS}
+        row = {k: _round(r[k]) for k in EVALUATION_KEYS if k in r}
         row["value"] = r.get("rank", r.get("k"))
         evaluations[(row["proxy"], row["value"], row["head"], row["split"])] = row
   buckets = [{k: _round(g[k]) for k in BUCKET_KEYS if k in g}
@@ -256,6 +256,7 @@ def summarize(records: Sequence[dict]) -> dict:
         entry.update({f"gap {role}": v for role, v in gaps.items()})
       proxies.append(entry)
 
+  equal = sae_versus_svd(seeds, splits, evaluation)
   gaps = []
   for group in ("all", "word", "category_word"):
     labels = dict.fromkeys(r["bucket"] for s in seeds for r in s.record["buckets"]
@@ -294,7 +295,30 @@ def summarize(records: Sequence[dict]) -> dict:
 
   return {"seeds": [s.record["seed"] for s in seeds], "splits": splits, "induction": induction,
           "model": model, "proxies": proxies, "gaps": gaps, "contrasts": contrasts,
-          "direction": direction, "margin": margin, "per_seed": list(records)}
+          "direction": direction, "margin": margin, "sae_versus_svd": equal,
+          "per_seed": list(records)}
+
+
+def sae_versus_svd(seeds: Sequence[Seed], splits: Sequence[str], evaluation) -> list[dict]:
+  """The induction head's sae with k active latents against its svd of rank k (the same
+  number of active dimensions), paired per seed, with the sae's FVU on each split."""
+  values = lambda proxy: {r["value"] for s in seeds for r in s.record["evaluations"]
+                          if r["proxy"] == proxy}
+  out = []
+  for value in sorted(values("sae") & values("svd")):
+    get = lambda s, proxy, split, key: (evaluation(s, proxy, value, s.head, split) or {}).get(key)
+    gap = lambda s, proxy, split: _difference(get(s, proxy, splits[0], "agreement"),
+                                              get(s, proxy, split, "agreement"))
+    for split in splits:
+      entry = {"value": value, "split": split,
+               **{f"{p} agreement": _interval([get(s, p, split, "agreement") for s in seeds])
+                  for p in ("sae", "svd")},
+               "sae fvu": _interval([get(s, "sae", split, "fvu") for s in seeds])}
+      if split != splits[0]:
+        entry["sae − svd gap"] = _interval([_difference(gap(s, "sae", split), gap(s, "svd", split))
+                                            for s in seeds])
+      out.append(entry)
+  return out
 
 
 def _fmt(i: dict | None, signed: bool = False) -> str:
@@ -367,6 +391,15 @@ def markdown(summary: dict, title: str, command: str) -> str:
             "", f"| split | bucket | {INDUCTION} | {OTHERS} |", "|---|---|---|---|"]
   lines += [f"| {d['split']} | {d['bucket']} | {_fmt(d[INDUCTION], True)} | "
             f"{_fmt(d[OTHERS], True)} |" for d in s["direction"]]
+  if s["sae_versus_svd"]:
+    lines += ["", "## The induction head's sae (k active latents) against its svd of rank k",
+              "", "FVU: the sae's fraction of variance unexplained on the split's vectors. "
+              "sae − svd gap: the difference of their gaps, paired per seed.", "",
+              "| k | split | sae agreement | svd agreement | sae FVU | sae − svd gap |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {e['value']} | {e['split']} | {_fmt(e['sae agreement'])} | "
+              f"{_fmt(e['svd agreement'])} | {_fmt(e['sae fvu'])} | "
+              f"{_fmt(e.get('sae − svd gap'), True)} |" for e in s["sae_versus_svd"]]
   lines += ["", "## Gap at equal confidence", "",
             "raw: agreement(iid) − agreement(split); matched: the same within bins of the "
             "model's top-1 margin, reweighted to the split's margins.", "",

@@ -48,6 +48,10 @@ def make_run(root, seed, induction_head, agreement, rare_gap=None, steps=(500, 1
             for split in SPLITS]
     (run / "eval" / f"svd_layer1_head{h}_q+k_4.json").write_text(json.dumps(rows))
     (run / "eval" / f"svd_layer1_head{h}_q+k_4_by_group.json").write_text("[]")
+    if h == induction_head:  # an sae of k = 4 on the induction head: gap 0.05, FVU 0.2 / 0.3
+      (run / "eval" / f"sae_layer1_head{h}_q+k_4.json").write_text(json.dumps(
+          [{**row, "proxy": "sae", "k": 4, "agreement": a, "fvu": f}
+           for row, a, f in zip(rows, (0.95, 0.9), (0.2, 0.3))]))
     iid, ood = agreement(h, "iid"), agreement(h, "ood_c")
     rare = iid - (rare_gap(h) if rare_gap else iid - ood)
     gaps += [bucket_row(h, "all", "all", s, a, iid=iid) for s, a in (("iid", iid), ("ood_c", ood))]
@@ -85,7 +89,7 @@ def runs(tmp_path, rare_gap=None):
 def test_heads_are_compared_by_role_with_intervals_over_seeds(tmp_path):
   summary = code_seeds.summarize(runs(tmp_path))
   assert [h["head"] for h in summary["induction"]["heads"]] == [3, 1, 2]
-  row = next(p for p in summary["proxies"] if p["split"] == "ood_c")
+  row = next(p for p in summary["proxies"] if p["split"] == "ood_c" and p["proxy"] == "svd")
   expected = aggregate.seed_interval([0.5, 0.6, 0.7])
   assert (row["induction head"]["mean"], row["induction head"]["lo"],
           row["induction head"]["hi"]) == pytest.approx(expected)
@@ -127,6 +131,10 @@ def test_direction_margin_and_training_curves(tmp_path):
   heads = summary["induction"]["heads"]
   assert [h["formed_at"] for h in heads] == [1000, 1000, 1000]  # 0.45 at 500, 0.9 at 1000
   assert heads[0]["final_loss"] == pytest.approx(1.8)  # the cut-short last line is skipped
+  equal = {e["split"]: e for e in summary["sae_versus_svd"]}
+  assert set(equal) == {"iid", "ood_c"} and equal["iid"]["sae fvu"]["mean"] == pytest.approx(0.2)
+  # sae gap 0.05 against the induction head's svd gap 0.4, 0.3, 0.2 (seeds 0, 1, 2)
+  assert equal["ood_c"]["sae − svd gap"]["values"] == pytest.approx([-0.35, -0.25, -0.15])
 
 
 def test_never_formed_is_reported_not_dropped(tmp_path):
