@@ -1,38 +1,10 @@
-"""The Python API: the README's block runs as written, and what it promises holds."""
-
-import os
-import re
-import shutil
+"""The Python API: what the README's block promises holds (tests/test_doc_blocks.py runs the
+block itself)."""
 
 import numpy as np
 import pytest
 
 from pipeline import api
-from tests.tiny import ROOT, run
-
-
-def readme_block() -> str:
-  text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-  section = text.split("## Python API", 1)[1]
-  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-def test_the_readme_block_runs_as_written(trained, tmp_path):
-  """In a scratch folder whose runs/dyck-k20-m10-s0 is a tiny trained run: the block
-  prints its rows, the second evaluation compiles nothing, a saved sweep reloads."""
-  cwd, run_dir = trained
-  shutil.copytree(cwd / "runs", tmp_path / "runs")
-  shutil.copytree(run_dir, tmp_path / "runs" / "dyck-k20-m10-s0")
-  script = tmp_path / "block.py"
-  script.write_text(readme_block())
-  result = run(str(script), cwd=tmp_path)
-  assert result.returncode == 0, result.stderr
-  lines = result.stdout.splitlines()
-  assert [line.split()[:2] for line in lines[:8]] == [
-      [split, str(rank)] for split in ("iid", "unseen_depth") for rank in (1, 2, 4, 8)]
-  first, second = re.search(r"(\d+) compilations; (\d+) for a second", result.stdout).groups()
-  assert int(first) > 0 and int(second) == 0
-  assert (tmp_path / "runs/dyck-k20-m10-s0/eval/svd_both_layers.npz").exists()
 
 
 def test_fit_and_evaluate_on_a_run(trained, tmp_path):
