@@ -69,11 +69,15 @@ def intervene(intervention: Intervention | None, layer: int, site: Site,
     t = (layer, None, site)
     return intervention(t, x).astype(x.dtype) if t in intervention.targets else x
   axis = HEAD_AXIS[site]
-  for t in sorted((t for t in intervention.targets if t[0] == layer and t[2] == site),
-                  key=lambda t: t[1]):
-    new = intervention(t, jnp.take(x, t[1], axis=axis)).astype(x.dtype)
-    x = x.at[(slice(None),) * axis + (t[1],)].set(new)
-  return x
+  chosen = {t[1]: t for t in intervention.targets if t[0] == layer and t[2] == site}
+  if not chosen:
+    return x
+  # Rebuilt from its heads (not updated in place): a head the intervention replaces
+  # without reading leaves nothing that uses x's slice, and where every head is replaced
+  # so, whatever computed x is dead code the compiler removes.
+  heads = [jax.lax.index_in_dim(x, h, axis, keepdims=False) for h in range(x.shape[axis])]
+  return jnp.stack([intervention(chosen[h], x_h).astype(x.dtype) if h in chosen else x_h
+                    for h, x_h in enumerate(heads)], axis)
 
 
 def head_slice(site: Site, x: jax.Array, head: int | None) -> jax.Array:

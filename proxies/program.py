@@ -3,9 +3,11 @@ reduced to sums (per sequence, for intervals over strings, and per bucket of eac
 
 `batch_sums` is the program as a pure function of the batch: it runs the model once and
 every proxy setting of the sweep (a loop over the stacked `Proxy`, `settings_per_step`
-vmapped at a time). Each setting starts from the residual stream entering its layer,
-which the model's run computed: work upstream of the simplified site is done once, not
-once per setting. `FaithfulnessProgram` jits it once per model, with the batch split over
+vmapped at a time). Each setting starts from what the model's run computed upstream of
+its sites (`staged_targets`: the stream entering its first layer, that layer's q, k and v,
+the patterns of its heads the proxy leaves alone), so a setting pays for what its proxy
+changes: a q/k proxy recomputes neither the blocks before it nor its block's LayerNorm and
+projections, a pattern proxy no scores. `FaithfulnessProgram` jits it once per model, with the batch split over
 a mesh, and feeds it batches cut by `proxies.batching`.
 
 Only scored positions are read out (`batching.read_out_slots`): the last MLP, the
@@ -35,54 +37,70 @@ def _sum_by(v_xN: jax.Array, ids_N: jax.Array, n: int) -> jax.Array:
   return jnp.moveaxis(jax.ops.segment_sum(jnp.moveaxis(v_xN, -1, 0), ids_N, n), 0, -1)
 
 
-@dataclasses.dataclass(frozen=True)
-class _FromLayer:
-  """`proxy`, run from a residual stream already computed: the stream entering block
-  `layer` (the proxy's first) is replaced by `resid_BxLxM`, so the blocks before it compute
-  nothing that is used and XLA removes them. Work upstream of the simplified sites is then
-  done once per batch (by the model's own run), not once per setting."""
+def staged_targets(model: sites_lib.SiteModel, proxy: base.Proxy) -> list[Target]:
+  """What every setting of `proxy` can take from the model's own run instead of computing
+  it again: the values of its first layer that lie upstream of all its sites, where the
+  model exposes them. The stream entering that layer (so the blocks before it are dead
+  code); unless the proxy replaces that stream, every head's q, k and v there (so the
+  block's LayerNorm and projections are dead code too); and the pattern of each head there
+  whose q and k the proxy leaves alone (a pattern proxy reads it, the other heads' scores
+  are not needed). Later layers see what the proxy changed and are always recomputed."""
+  layer, targets = proxy.first_layer, proxy.targets
+  staged = [(layer, None, Site.RESID_PRE)] if Site.RESID_PRE in model.sites else []
+  if (layer, None, Site.RESID_PRE) in targets:
+    return staged
+  heads = range(model.n_heads)
+  staged += [(layer, h, s) for s in (Site.Q, Site.K, Site.V) if s in model.sites
+             for h in heads]
+  if Site.PATTERN in model.sites:
+    staged += [(layer, h, Site.PATTERN) for h in heads
+               if (layer, h, Site.Q) not in targets and (layer, h, Site.K) not in targets]
+  return staged
 
-  resid_BxLxM: jax.Array
+
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+  """`proxy`, run from values the model's own run computed (`staged_targets`): each staged
+  target's value is replaced by the model's, then the proxy applies where it targets, so
+  whatever computed the staged values is never used and XLA removes it. Each setting then
+  pays only for what its proxy changes."""
+
+  values: Mapping[Target, jax.Array]
   proxy: base.Proxy
 
   @property
-  def start(self) -> Target:
-    return (self.proxy.first_layer, None, Site.RESID_PRE)
-
-  @property
   def targets(self) -> frozenset[Target]:
-    return self.proxy.targets | {self.start}
+    return self.proxy.targets | frozenset(self.values)
 
   def __call__(self, where: Target, x: jax.Array) -> jax.Array:
-    if where == self.start:
-      x = self.resid_BxLxM
+    x = self.values.get(where, x)
     return self.proxy(where, x) if where in self.proxy.targets else x
 
 
 def _run(model: sites_lib.SiteModel, params, inputs_BxL, intervention, readout,
          proxy: base.Proxy, stage: bool):
   """(logits [T, V] at the read-out slots, the simplified heads' patterns [B, H', L, L]
-  or None without a pattern site, and with `stage` the residual stream entering the
-  proxy's first layer [B, L, M], or None where the model has no such site)."""
+  or None without a pattern site, and with `stage` the values a setting starts from
+  ({target: value}, `staged_targets`; empty where the model exposes none of them))."""
   patterns = ([(l, h, Site.PATTERN) for l, h in proxy.heads] if Site.PATTERN in model.sites
               else [])
-  start = (proxy.first_layer, None, Site.RESID_PRE)
-  stage = stage and Site.RESID_PRE in model.sites
-  logits_TxV, got = model.run(params, inputs_BxL, intervention, patterns + [start] * stage,
-                              readout)
+  staged = staged_targets(model, proxy) if stage else []
+  logits_TxV, got = model.run(params, inputs_BxL, intervention,
+                              list(dict.fromkeys(patterns + staged)), readout)
   pattern_BxHxLxL = jnp.stack([got[t] for t in patterns], 1) if patterns else None
-  return logits_TxV, pattern_BxHxLxL, got.get(start)
+  return logits_TxV, pattern_BxHxLxL, {t: got[t] for t in staged}
 
 
 def _run_sweep(model: sites_lib.SiteModel, settings_per_step: int, params, inputs_BxL,
-               proxy: base.Proxy, readout, resid_BxLxM, pattern_BxHxLxL):
-  """Every setting, each started from the residual stream entering its first layer
-  (computed once by the model's run), `settings_per_step` at a time: (logits [P, T, V],
-  JSD of its patterns from the model's, averaged over the simplified heads [P, B, L]).
-  The JSD is taken inside the loop, so no [P, B, H', L, L] stack is ever written."""
+               proxy: base.Proxy, readout, staged: Mapping[Target, jax.Array],
+               pattern_BxHxLxL):
+  """Every setting, each started from the `staged` values of the model's run (the model
+  whole where there are none), `settings_per_step` at a time: (logits [P, T, V], JSD of
+  its patterns from the model's, averaged over the simplified heads [P, B, L]). The JSD is
+  taken inside the loop, so no [P, B, H', L, L] stack is ever written."""
   def one(p):
-    staged = p if resid_BxLxM is None else _FromLayer(resid_BxLxM, p)
-    logits_TxV, pattern_p, _ = _run(model, params, inputs_BxL, staged, readout, p,
+    intervention = _Staged(staged, p) if staged else p
+    logits_TxV, pattern_p, _ = _run(model, params, inputs_BxL, intervention, readout, p,
                                     stage=False)
     if pattern_p is None:
       return logits_TxV, jnp.zeros(inputs_BxL.shape)
@@ -106,13 +124,14 @@ def batch_sums(params, proxy: base.Proxy, inputs_BxL: jax.Array,
   `inputs_BxL`: tokens; `groups_BxL`: each group's bucket per position; `slots`: rows,
   cols, gold, scored and each group's bucket, all [T], the positions read out (unscored
   slots are padding; `batching.read_out_slots`). The attention JSD needs the model's
-  `pattern` site, the upstream-once staging its `resid_pre`; a model without them is
-  still measured, without the JSD / with every setting run whole."""
+  `pattern` site, the staging its `resid_pre`, q, k, v and pattern sites; a model without
+  them is still measured, without the JSD / with each setting computing more of the
+  model again."""
   readout = (slots["rows"], slots["cols"])
-  logits_TxV, pattern_BxHxLxL, resid_BxLxM = _run(model, params, inputs_BxL, None, readout,
-                                                  proxy, stage=True)
+  logits_TxV, pattern_BxHxLxL, staged = _run(model, params, inputs_BxL, None, readout,
+                                             proxy, stage=True)
   logits_PxTxV, jsd_PxBxL = _run_sweep(model, settings_per_step, params, inputs_BxL, proxy,
-                                       readout, resid_BxLxM, pattern_BxHxLxL)
+                                       readout, staged, pattern_BxHxLxL)
 
   gold_T, scored_T = slots["gold"], slots["scored"].astype(jnp.float32)
   probs_TxV = jax.nn.softmax(logits_TxV)
