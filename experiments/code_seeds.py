@@ -131,11 +131,16 @@ class Seed:
     self.head = self.record["induction_head"]
     self.buckets = {(r["head"], r["group"], r["bucket"], r["split"]): r
                     for r in self.record["buckets"]}
+    self.evaluations = {(r["proxy"], r["value"], r["head"], r["split"]): r
+                        for r in self.record["evaluations"]}
     self.heads = sorted({r["head"] for r in self.record["buckets"]}
                         | {r["head"] for r in self.record["evaluations"]})
 
   def get(self, head: int, group: str, bucket: str, split: str, key: str) -> float | None:
     return self.buckets.get((head, group, bucket, split), {}).get(key)
+
+  def evaluation(self, proxy: str, value, head: int, split: str) -> dict | None:
+    return self.evaluations.get((proxy, value, head, split))
 
 
 def _interval(values: Sequence[float | None]) -> dict:
@@ -224,11 +229,6 @@ def summarize(records: Sequence[dict]) -> dict:
   induction["score"] = _interval([h["score"] for h in induction["heads"]])
   induction["next_best"] = _interval([h["next_best"] for h in induction["heads"]])
 
-  def evaluation(s: Seed, proxy, value, head, split) -> dict | None:
-    return next((r for r in s.record["evaluations"] if (r["proxy"], r["value"], r["head"],
-                                                        r["split"]) == (proxy, value, head, split)),
-                None)
-
   model = []
   for split in splits:
     first = [next(r for r in s.record["evaluations"] if r["split"] == split) for s in seeds]
@@ -243,7 +243,7 @@ def summarize(records: Sequence[dict]) -> dict:
   proxies = []
   for proxy, value in settings:
     for split in splits:
-      row = lambda s, h, sp=split: evaluation(s, proxy, value, h, sp)
+      row = lambda s, h, sp=split: s.evaluation(proxy, value, h, sp)
       entry = {"proxy": proxy, "value": value, "split": split,
                **by_role(seeds, lambda s, h: (row(s, h) or {}).get("agreement"))}
       widths = by_role(seeds, lambda s, h: None if (row(s, h) or {}).get("agreement_lo") is None
@@ -251,12 +251,12 @@ def summarize(records: Sequence[dict]) -> dict:
       entry["file_half_width"] = {role: w["mean"] for role, w in widths.items()}
       if split != splits[0]:
         gaps = by_role(seeds, lambda s, h: _difference(
-            (evaluation(s, proxy, value, h, splits[0]) or {}).get("agreement"),
+            (s.evaluation(proxy, value, h, splits[0]) or {}).get("agreement"),
             (row(s, h) or {}).get("agreement")))
         entry.update({f"gap {role}": v for role, v in gaps.items()})
       proxies.append(entry)
 
-  equal = sae_versus_svd(seeds, splits, evaluation)
+  equal = sae_versus_svd(seeds, splits)
   gaps = []
   for group in ("all", "word", "category_word"):
     labels = dict.fromkeys(r["bucket"] for s in seeds for r in s.record["buckets"]
@@ -299,14 +299,14 @@ def summarize(records: Sequence[dict]) -> dict:
           "per_seed": list(records)}
 
 
-def sae_versus_svd(seeds: Sequence[Seed], splits: Sequence[str], evaluation) -> list[dict]:
+def sae_versus_svd(seeds: Sequence[Seed], splits: Sequence[str]) -> list[dict]:
   """The induction head's sae with k active latents against its svd of rank k (the same
   number of active dimensions), paired per seed, with the sae's FVU on each split."""
   values = lambda proxy: {r["value"] for s in seeds for r in s.record["evaluations"]
                           if r["proxy"] == proxy}
   out = []
   for value in sorted(values("sae") & values("svd")):
-    get = lambda s, proxy, split, key: (evaluation(s, proxy, value, s.head, split) or {}).get(key)
+    get = lambda s, proxy, split, key: (s.evaluation(proxy, value, s.head, split) or {}).get(key)
     gap = lambda s, proxy, split: _difference(get(s, proxy, splits[0], "agreement"),
                                               get(s, proxy, split, "agreement"))
     for split in splits:
