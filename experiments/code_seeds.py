@@ -49,6 +49,8 @@ MIN_N = 500  # a category x word cell is ranked only with this many positions pe
 EVALUATION_KEYS = ("proxy", "head", "split", "agreement", "agreement_lo", "agreement_hi",
                    "accuracy_model", "accuracy_proxy", "bits_model", "accuracy_model_lo",
                    "accuracy_model_hi", "fvu", "l0", "dead")
+WORD_KEYS = ("proxy", "split", "bucket", "n", "agreement", "accuracy_model", "accuracy_proxy")
+SHOWN_BY_WORD = (("svd", 4), ("sae", 4), ("kmeans", 16))  # the by-word table's rows in the .md
 BUCKET_KEYS = ("head", "group", "bucket", "split", "n", "n_files", "agreement",
                "agreement_lo", "agreement_hi", "accuracy_model", "accuracy_proxy", "gap",
                "gap_lo", "gap_hi")
@@ -112,13 +114,20 @@ def load_run(run_dir: str, layer: int, gaps: str) -> dict:
   buckets = [{k: _round(g[k]) for k in BUCKET_KEYS if k in g}
              for g in _read(os.path.join(eval_dir, f"{gaps}.json")) if g.get("layer") == layer]
   head = max(scores, key=scores.get)
+  words: dict[tuple, dict] = {}  # every proxy of the induction head, per word bucket
+  for path in sorted(glob.glob(os.path.join(eval_dir, "*_by_group.json")), key=os.path.getmtime):
+    for r in _read(path):
+      if r.get("layer") == layer and r.get("head") == head and r.get("group") == "word":
+        row = {k: _round(r[k]) for k in WORD_KEYS if k in r}
+        row["value"] = r.get("rank", r.get("k"))
+        words[(row["proxy"], row["value"], row["split"], row["bucket"])] = row
   steps = [by_step[s] for s in sorted(by_step)]
   return {"seed": config["train"]["seed"], "run": run_dir, "layer": layer, "gaps": gaps,
           "induction_head": head, "induction": {str(h): _round(s) for h, s in scores.items()},
           "induction_steps": steps,
           "formed_at": next((s["step"] for s in steps if s["score"] >= FORMED), None),
           "loss": loss_curve(run_dir), "evaluations": list(evaluations.values()),
-          "buckets": buckets}
+          "buckets": buckets, "induction_head_words": list(words.values())}
 
 
 @dataclasses.dataclass
@@ -133,6 +142,8 @@ class Seed:
                     for r in self.record["buckets"]}
     self.evaluations = {(r["proxy"], r["value"], r["head"], r["split"]): r
                         for r in self.record["evaluations"]}
+    self.words = {(r["proxy"], r["value"], r["split"], r["bucket"]): r
+                  for r in self.record.get("induction_head_words", [])}
     self.heads = sorted({r["head"] for r in self.record["buckets"]}
                         | {r["head"] for r in self.record["evaluations"]})
 
@@ -141,6 +152,9 @@ class Seed:
 
   def evaluation(self, proxy: str, value, head: int, split: str) -> dict | None:
     return self.evaluations.get((proxy, value, head, split))
+
+  def word(self, proxy: str, value, split: str, bucket: str, key: str) -> float | None:
+    return self.words.get((proxy, value, split, bucket), {}).get(key)
 
 
 def _interval(values: Sequence[float | None]) -> dict:
@@ -281,22 +295,55 @@ def summarize(records: Sequence[dict]) -> dict:
       contrasts.append({"split": split, "contrast": name, **by_role(seeds, value_of),
                         "induction − others": head_contrast(seeds, value_of)})
 
-  direction = [{"split": split, "bucket": bucket, **by_role(
-                   seeds, lambda s, h, g=group, b=bucket, sp=split: _difference(
-                       s.get(h, g, b, sp, "accuracy_proxy"), s.get(h, g, b, sp, "accuracy_model")))}
-               for split in splits
-               for group, bucket in [("all", "all")] + [("word", w) for w in code_batch.WORD]]
+  def excess(s: Seed, h: int, group: str, bucket: str, split: str) -> float | None:
+    return _difference(s.get(h, group, bucket, split, "accuracy_proxy"),
+                       s.get(h, group, bucket, split, "accuracy_model"))
+
+  direction = []
+  for split in splits:
+    for group, bucket in [("all", "all")] + [("word", w) for w in code_batch.WORD]:
+      entry = {"split": split, "bucket": bucket, **by_role(
+          seeds, lambda s, h, g=group, b=bucket, sp=split: excess(s, h, g, b, sp))}
+      if split != splits[0]:  # out of distribution minus in distribution, paired per seed
+        entry["change from iid"] = by_role(
+            seeds, lambda s, h, g=group, b=bucket, sp=split: _difference(
+                excess(s, h, g, b, sp), excess(s, h, g, b, splits[0])))
+      direction.append(entry)
 
   margin = []
   for split in ood:
     for kind in ("raw", "matched"):
-      margin.append({"split": split, "gap": kind,
-                     **by_role(seeds, lambda s, h: margin_gap(s, h, split)[kind])})
+      value_of = lambda s, h, sp=split, k=kind: margin_gap(s, h, sp)[k]
+      margin.append({"split": split, "gap": kind, **by_role(seeds, value_of),
+                     "induction − others": head_contrast(seeds, value_of)})
 
   return {"seeds": [s.record["seed"] for s in seeds], "splits": splits, "induction": induction,
           "model": model, "proxies": proxies, "gaps": gaps, "contrasts": contrasts,
           "direction": direction, "margin": margin, "sae_versus_svd": equal,
-          "per_seed": list(records)}
+          "by_word": by_word(seeds, splits), "per_seed": list(records)}
+
+
+def by_word(seeds: Sequence[Seed], splits: Sequence[str]) -> list[dict]:
+  """Every proxy setting of the induction head per word bucket: its gap (agreement on iid
+  minus on the split) and its direction (accuracy(proxy) − accuracy(model)), over seeds,
+  so that families can be compared where the gap falls, not only pooled."""
+  settings = sorted({(p, v) for s in seeds for (p, v, _, _) in s.words},
+                    key=lambda pv: (pv[0], pv[1] or 0))
+  out = []
+  for proxy, value in settings:
+    for bucket in code_batch.WORD:
+      get = lambda s, split, key: s.word(proxy, value, split, bucket, key)
+      entry = {"proxy": proxy, "value": value, "bucket": bucket}
+      for split in splits:
+        entry[f"direction {split}"] = _interval(
+            [_difference(get(s, split, "accuracy_proxy"), get(s, split, "accuracy_model"))
+             for s in seeds])
+        if split != splits[0]:
+          entry[f"gap {split}"] = _interval(
+              [_difference(get(s, splits[0], "agreement"), get(s, split, "agreement"))
+               for s in seeds])
+      out.append(entry)
+  return out
 
 
 def sae_versus_svd(seeds: Sequence[Seed], splits: Sequence[str]) -> list[dict]:
@@ -387,10 +434,14 @@ def markdown(summary: dict, title: str, command: str) -> str:
             f"{_fmt(c[OTHERS], True)} | {_fmt(c['induction − others'], True)} |"
             for c in s["contrasts"]]
   lines += ["", "## Direction: accuracy(proxy) − accuracy(model) per word bucket", "",
-            "Below 0: the proxy under-estimates the model there; above 0: it over-estimates it.",
-            "", f"| split | bucket | {INDUCTION} | {OTHERS} |", "|---|---|---|---|"]
+            "Below 0: the proxy under-estimates the model there; above 0: it over-estimates it. "
+            "Change from iid: the split's value minus iid's, paired per seed (induction head).",
+            "", f"| split | bucket | {INDUCTION} | {OTHERS} | change from iid |",
+            "|---|---|---|---|---|"]
   lines += [f"| {d['split']} | {d['bucket']} | {_fmt(d[INDUCTION], True)} | "
-            f"{_fmt(d[OTHERS], True)} |" for d in s["direction"]]
+            f"{_fmt(d[OTHERS], True)} | "
+            f"{_fmt(d['change from iid'][INDUCTION], True) if 'change from iid' in d else '–'} |"
+            for d in s["direction"]]
   if s["sae_versus_svd"]:
     lines += ["", "## The induction head's sae (k active latents) against its svd of rank k",
               "", "FVU: the sae's fraction of variance unexplained on the split's vectors. "
@@ -400,12 +451,28 @@ def markdown(summary: dict, title: str, command: str) -> str:
     lines += [f"| {e['value']} | {e['split']} | {_fmt(e['sae agreement'])} | "
               f"{_fmt(e['svd agreement'])} | {_fmt(e['sae fvu'])} | "
               f"{_fmt(e.get('sae − svd gap'), True)} |" for e in s["sae_versus_svd"]]
+  shown = [e for e in s.get("by_word", []) if (e["proxy"], e["value"]) in SHOWN_BY_WORD]
+  if shown:
+    ood = s["splits"][1:]
+    lines += ["", "## The induction head's proxies by word bucket", "",
+              "Gap: agreement(iid) − agreement(split); direction: accuracy(proxy) − "
+              "accuracy(model). Every setting is in the JSON (`by_word`).", "",
+              "| proxy | bucket | " + " | ".join(f"gap {sp}" for sp in ood) + " | "
+              + " | ".join(f"direction {sp}" for sp in s["splits"]) + " |",
+              "|---|---|" + "---|" * (len(ood) + len(s["splits"]))]
+    lines += [f"| {e['proxy']} {aggregate.sweep_name(e['proxy']) or ''} {e['value']} | "
+              f"{e['bucket']} | "
+              + " | ".join(_fmt(e[f"gap {sp}"], True) for sp in ood) + " | "
+              + " | ".join(_fmt(e[f"direction {sp}"], True) for sp in s["splits"]) + " |"
+              for e in shown]
   lines += ["", "## Gap at equal confidence", "",
             "raw: agreement(iid) − agreement(split); matched: the same within bins of the "
             "model's top-1 margin, reweighted to the split's margins.", "",
-            f"| split | gap | {INDUCTION} | {OTHERS} |", "|---|---|---|---|"]
+            f"| split | gap | {INDUCTION} | {OTHERS} | induction head − other heads |",
+            "|---|---|---|---|---|"]
   lines += [f"| {m['split']} | {m['gap']} | {_fmt(m[INDUCTION], True)} | "
-            f"{_fmt(m[OTHERS], True)} |" for m in s["margin"]]
+            f"{_fmt(m[OTHERS], True)} | {_fmt(m['induction − others'], True)} |"
+            for m in s["margin"]]
   lines += ["", "## Gap by word bucket", "",
             "seeds >0 / <0: seeds whose induction-head gap has an interval over files above / "
             "below 0. min n: the fewer positions of iid and the split (induction head, mean "

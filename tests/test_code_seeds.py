@@ -48,10 +48,19 @@ def make_run(root, seed, induction_head, agreement, rare_gap=None, steps=(500, 1
             for split in SPLITS]
     (run / "eval" / f"svd_layer1_head{h}_q+k_4.json").write_text(json.dumps(rows))
     (run / "eval" / f"svd_layer1_head{h}_q+k_4_by_group.json").write_text("[]")
-    if h == induction_head:  # an sae of k = 4 on the induction head: gap 0.05, FVU 0.2 / 0.3
-      (run / "eval" / f"sae_layer1_head{h}_q+k_4.json").write_text(json.dumps(
-          [{**row, "proxy": "sae", "k": 4, "agreement": a, "fvu": f}
-           for row, a, f in zip(rows, (0.95, 0.9), (0.2, 0.3))]))
+    # An sae of k = 4 on every head: gap 0.05, FVU 0.2 / 0.3; per word bucket (group rows),
+    # on the induction head a gap of 0.1 at repeated rare words and accuracy 0.1 below the
+    # model's out of distribution; on the other heads numbers by_word must not read.
+    (run / "eval" / f"sae_layer1_head{h}_q+k_4.json").write_text(json.dumps(
+        [{**row, "proxy": "sae", "k": 4, "agreement": a, "fvu": f}
+         for row, a, f in zip(rows, (0.95, 0.9), (0.2, 0.3))]))
+    ours = h == induction_head
+    (run / "eval" / f"sae_layer1_head{h}_q+k_4_by_group.json").write_text(json.dumps(
+        [{"proxy": "sae", "k": 4, "layer": 1, "head": h, "group": "word",
+          "bucket": "repeated rare word", "split": split, "n": 100,
+          "agreement": (0.9 if split == "iid" else 0.8) if ours else 0.0,
+          "accuracy_model": 0.6, "accuracy_proxy": (0.6 if split == "iid" else 0.5) if ours
+          else 1.0} for split in SPLITS]))
     iid, ood = agreement(h, "iid"), agreement(h, "ood_c")
     rare = iid - (rare_gap(h) if rare_gap else iid - ood)
     gaps += [bucket_row(h, "all", "all", s, a, iid=iid) for s, a in (("iid", iid), ("ood_c", ood))]
@@ -135,6 +144,21 @@ def test_direction_margin_and_training_curves(tmp_path):
   assert set(equal) == {"iid", "ood_c"} and equal["iid"]["sae fvu"]["mean"] == pytest.approx(0.2)
   # sae gap 0.05 against the induction head's svd gap 0.4, 0.3, 0.2 (seeds 0, 1, 2)
   assert equal["ood_c"]["sae − svd gap"]["values"] == pytest.approx([-0.35, -0.25, -0.15])
+
+
+def test_by_word_reads_the_induction_heads_group_rows_and_pairs_within_seeds(tmp_path):
+  summary = code_seeds.summarize(runs(tmp_path))
+  (row,) = [e for e in summary["by_word"]
+            if (e["proxy"], e["value"], e["bucket"]) == ("sae", 4, "repeated rare word")]
+  assert row["gap ood_c"]["values"] == pytest.approx([0.1, 0.1, 0.1])
+  assert row["direction iid"]["values"] == pytest.approx([0.0, 0.0, 0.0])
+  assert row["direction ood_c"]["values"] == pytest.approx([-0.1, -0.1, -0.1])
+  d = next(x for x in summary["direction"] if x["split"] == "ood_c" and x["bucket"] == "all")
+  assert d["change from iid"]["induction head"]["values"] == pytest.approx([0.0, 0.0, 0.0])
+  m = next(x for x in summary["margin"] if x["gap"] == "raw")
+  assert m["induction − others"]["values"] == pytest.approx([0.0, 0.0, 0.0])  # same bins
+  md = code_seeds.markdown(summary, "t", "python -m experiments.code_seeds")
+  assert "| sae k 4 | repeated rare word | +0.100" in md
 
 
 def test_never_formed_is_reported_not_dropped(tmp_path):
