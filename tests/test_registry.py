@@ -97,4 +97,4 @@ def test_a_registered_kind_goes_through_evaluate_py_and_the_report(dummy, traine
   path = tmp_path / "report.md"
   report.write(str(path), title="t", setup=[], rows=seeded(rows), group_rows=seeded(group_rows),
                splits=["iid", "unseen_depth"], layers=[1], train_depth=4, figures=[])
-  assert "firstcoords coords 2" in path.read_text()
+  assert "firstcoords coordinates 2" in path.read_text()
