@@ -61,6 +61,15 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def measured_on(units: Sequence[dict]) -> str:
+  """Where and how long the units were measured: '<device>: N evaluations, S s; ...'
+  (a resumed scan can hold units measured on another machine)."""
+  seconds: dict[str, list[float]] = {}
+  for u in units:
+    seconds.setdefault(u.get("device", "an unrecorded device"), []).append(u.get("seconds", 0.0))
+  return "; ".join(f"{d}: {len(s)} evaluation(s), {sum(s):.0f} s" for d, s in seconds.items())
+
+
 def main(argv: Sequence[str]) -> None:
   args = parse(argv)
   config = scan.ScanConfig(
@@ -79,12 +88,11 @@ def main(argv: Sequence[str]) -> None:
   start = time.perf_counter()
   result = run.scan(config, out_dir=out, log=lambda m: print(m, flush=True))
   seconds = time.perf_counter() - start
-  measured = sum(u.get("seconds", 0.0) for u in result.units)
   command = " ".join(["python -m experiments.scan", *argv])
   setup = [f"Made by `{command}` on run `{run_dir}` ({run.task.name} task), "
-           f"{len(result.units)} evaluations: {measured:.0f} s of evaluation in all when each "
-           f"was measured ({jax.devices()[0].device_kind}; this invocation {seconds:.0f} s, "
-           "units read back included).",
+           f"{len(result.units)} evaluations, measured on {measured_on(result.units)}; "
+           f"this invocation {seconds:.0f} s on {jax.devices()[0].device_kind}, units read "
+           "back included.",
            f"Settings: {', '.join(f'{k}={v}' for k, v in scan._settings_key(config).items())}"
            f"; chance draws {config.draws}."]
   paths = scan_report.write(result, out, title="Illusion scan", setup=setup)

@@ -36,6 +36,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
+import jax
 import numpy as np
 
 import proxies
@@ -359,6 +360,7 @@ def run(task, model, params, config: ScanConfig, out_dir: str | None = None, log
     start = time.perf_counter()
     found = {**measure(task, model, params, unit, config), "settings": _settings_key(config)}
     found["seconds"] = time.perf_counter() - start
+    found["device"] = jax.devices()[0].device_kind  # a resumed scan may mix machines
     found = json.loads(json.dumps(found))  # as a rerun reads it back
     if path and mesh_lib.is_main():
       rundir.write_json(path, found)

@@ -6,6 +6,7 @@ report, figures and units, and reads finished units back."""
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -151,6 +152,10 @@ def test_the_command_writes_the_report_and_figures(trained, tmp_path, capsys):
   for heading in ("## Headline", "## Flags", "## Areas by split", "## Figures"):
     assert heading in text
   assert "random_subspace, 1 draws" in text and "(val_depth)" in text
+  # Where each unit was measured is recorded, so a scan resumed on another machine says so.
+  units = [json.loads(p.read_text()) for p in (out / "units").glob("*.json")]
+  assert {u["device"] for u in units} == {jax.devices()[0].device_kind}
+  assert f"measured on {jax.devices()[0].device_kind}: {len(units)} evaluation(s)" in text
   report = json.loads((out / "report.json").read_text())
   assert {h["family"] for h in report["headline"]} == {"svd", "onehot"}
   for name in ("heatmap.png", "curves_layer1_head0.png"):
