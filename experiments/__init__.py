@@ -6,7 +6,7 @@
   depth_controls.py, depth_generalization.py, checkpoint_study.py, mechanism.py
                          - Dyck measurements: the depth gap deconfounded, the model's own
                            depth generalization, checkpoints, what a head's vectors carry
-  induction.py, code_gaps.py, code_seeds.py
+  induction.py, code_gaps.py, code_seeds.py (its tables: code_seed_tables.py)
                          - code completion: induction heads, gaps by file, tables over seeds
   dyck_data.py, code_corpus.py - print a dataset or its manifest
 The library they use is below: `pipeline` (tasks, runs, evaluation, the API), `proxies`,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import aggregate, cli, code_seeds
+from experiments import aggregate, cli, code_seed_tables, code_seeds
 
 SPLITS = ("iid", "ood_c")
 
@@ -90,13 +90,13 @@ HEADS = {0: 3, 1: 1, 2: 2}  # seed -> its induction head
 def runs(tmp_path, rare_gap=None):
   agreement = lambda seed: lambda h, split: (0.9 if split == "iid" else
                                              (0.5 + seed / 10 if h == HEADS[seed] else 0.8))
-  return [code_seeds.load_run(make_run(tmp_path, s, HEADS[s], agreement(s),
+  return [code_seed_tables.load_run(make_run(tmp_path, s, HEADS[s], agreement(s),
                                        rare_gap and rare_gap(s)), 1, "gaps_svd4_layer1")
           for s in HEADS]
 
 
 def test_heads_are_compared_by_role_with_intervals_over_seeds(tmp_path):
-  summary = code_seeds.summarize(runs(tmp_path))
+  summary = code_seed_tables.summarize(runs(tmp_path))
   assert [h["head"] for h in summary["induction"]["heads"]] == [3, 1, 2]
   row = next(p for p in summary["proxies"] if p["split"] == "ood_c" and p["proxy"] == "svd")
   expected = aggregate.seed_interval([0.5, 0.6, 0.7])
@@ -116,7 +116,7 @@ def test_contrasts_are_paired_within_seeds(tmp_path):
   # Per seed the repeated-rare gap is 0.05 + 0.1 * seed on the induction head, 0.05 on the
   # others; first rare is 0.05 everywhere: the copy contrast is 0.1 * seed, others 0.
   rare_gap = lambda seed: lambda h: 0.05 + (0.1 * seed if h == HEADS[seed] else 0.0)
-  summary = code_seeds.summarize(runs(tmp_path, rare_gap))
+  summary = code_seed_tables.summarize(runs(tmp_path, rare_gap))
   c = {x["contrast"]: x for x in summary["contrasts"]}
   copy = c["repeated rare − first rare"]
   assert copy["induction head"]["values"] == pytest.approx([0.0, 0.1, 0.2])
@@ -131,7 +131,7 @@ def test_contrasts_are_paired_within_seeds(tmp_path):
 
 
 def test_direction_margin_and_training_curves(tmp_path):
-  summary = code_seeds.summarize(runs(tmp_path))
+  summary = code_seed_tables.summarize(runs(tmp_path))
   d = next(x for x in summary["direction"] if x["split"] == "ood_c" and x["bucket"] == "all")
   assert d["induction head"]["mean"] == pytest.approx(-0.1)  # proxy 0.5 vs model 0.6
   m = {x["gap"]: x for x in summary["margin"]}
@@ -147,7 +147,7 @@ def test_direction_margin_and_training_curves(tmp_path):
 
 
 def test_by_word_reads_the_induction_heads_group_rows_and_pairs_within_seeds(tmp_path):
-  summary = code_seeds.summarize(runs(tmp_path))
+  summary = code_seed_tables.summarize(runs(tmp_path))
   (row,) = [e for e in summary["by_word"]
             if (e["proxy"], e["value"], e["bucket"]) == ("sae", 4, "repeated rare word")]
   assert row["gap ood_c"]["values"] == pytest.approx([0.1, 0.1, 0.1])
@@ -162,11 +162,11 @@ def test_by_word_reads_the_induction_heads_group_rows_and_pairs_within_seeds(tmp
 
 
 def test_never_formed_is_reported_not_dropped(tmp_path):
-  (record,) = [code_seeds.load_run(make_run(tmp_path, 0, 3, lambda h, s: 0.9, steps=(100,)),
+  (record,) = [code_seed_tables.load_run(make_run(tmp_path, 0, 3, lambda h, s: 0.9, steps=(100,)),
                                    1, "gaps_svd4_layer1")]
   record["induction_steps"] = [{"step": 100, "head": 3, "score": 0.3}]
   record["formed_at"] = None
-  summary = code_seeds.summarize([record])
+  summary = code_seed_tables.summarize([record])
   assert summary["induction"]["heads"][0]["formed_at"] is None
   md = code_seeds.markdown(summary, "t", "cmd")
   assert "| never |" in md
@@ -178,7 +178,7 @@ def test_command_writes_tables_that_recompute_from_the_per_seed_values(tmp_path)
   out = tmp_path / "docs" / "seeds"
   code_seeds.main([f"--runs={','.join(paths)}", f"--out={out}"])
   written = json.loads((tmp_path / "docs" / "seeds.json").read_text())
-  recomputed = json.loads(json.dumps(code_seeds.summarize(written["per_seed"])))
+  recomputed = json.loads(json.dumps(code_seed_tables.summarize(written["per_seed"])))
   assert recomputed == written
   md = (tmp_path / "docs" / "seeds.md").read_text()
   assert "python -m experiments.code_seeds --runs=" in md.splitlines()[2]
@@ -200,7 +200,7 @@ def test_a_run_that_is_not_code_or_lacks_files_is_a_usage_error(tmp_path):
   (tmp_path / "r").mkdir()
   (tmp_path / "r" / "config.json").write_text(json.dumps({"task": "dyck"}))
   with pytest.raises(cli.UsageError, match="not a code run"):
-    code_seeds.load_run(str(tmp_path / "r"), 1, "gaps_svd4_layer1")
+    code_seed_tables.load_run(str(tmp_path / "r"), 1, "gaps_svd4_layer1")
   (tmp_path / "r" / "config.json").write_text(json.dumps({"task": "code"}))
   with pytest.raises(cli.UsageError, match="induction.json"):
-    code_seeds.load_run(str(tmp_path / "r"), 1, "gaps_svd4_layer1")
+    code_seed_tables.load_run(str(tmp_path / "r"), 1, "gaps_svd4_layer1")
