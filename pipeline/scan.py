@@ -362,6 +362,10 @@ def run(task, model, params, config: ScanConfig, out_dir: str | None = None, log
     found["seconds"] = time.perf_counter() - start
     found["device"] = jax.devices()[0].device_kind  # a resumed scan may mix machines
     found = json.loads(json.dumps(found))  # as a rerun reads it back
+    # Every unit compiles its own programs, and compiled code stays mapped until its cache
+    # goes: the default Dyck scan ran out of memory mappings (LLVM "Cannot allocate
+    # memory") at its 31st unit without this.
+    jax.clear_caches()
     if path and mesh_lib.is_main():
       rundir.write_json(path, found)
     measured.append(found)

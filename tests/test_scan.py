@@ -101,8 +101,10 @@ def _scan_of(run, **overrides):
 
 
 @pytest.mark.parametrize("which", ["builtin", "linen", "nnx"])
-def test_the_scan_runs_on_any_site_model(which):
+def test_the_scan_runs_on_any_site_model(which, monkeypatch):
   from models import transformer
+  cleared = []  # compiled programs are dropped after every unit (a long scan runs out of
+  monkeypatch.setattr(scan.jax, "clear_caches", lambda: cleared.append(1))  # mappings else)
   params = transformer.init_params(own.CFG, seed=0)
   if which == "builtin":
     run = api.Run(_Task(), own.CFG, params)
@@ -120,6 +122,7 @@ def test_the_scan_runs_on_any_site_model(which):
   assert chance[1]["options"]["seed"] == 1  # another draw
   (svd_row,) = [h for h in found.headline() if h["family"] == "svd"]
   assert svd_row["values"] == [1, 2, 4, 8] and svd_row["chance_draws"] == 2
+  assert len(cleared) == len(found.units)
 
 
 def test_on_a_trained_model_the_chance_control_lies_below_its_family(trained, tmp_path):
