@@ -348,7 +348,7 @@ def run(task, model, params, config: ScanConfig, out_dir: str | None = None, log
   settings, so an interrupted scan resumes where it stopped."""
   model = faithfulness.site_model(model)
   units = plan(task, model, config)
-  measured = []
+  measured, last_kind = [], None
   for i, unit in enumerate(units, 1):
     path = os.path.join(out_dir, "units", unit.stem + ".json") if out_dir else None
     if path and os.path.exists(path):
@@ -357,15 +357,17 @@ def run(task, model, params, config: ScanConfig, out_dir: str | None = None, log
         measured.append(saved)
         log(f"[{i}/{len(units)}] {unit.stem}: read back")
         continue
+    if last_kind not in (None, unit.spec.kind):
+      # Compiled code stays mapped while its cache holds it: the default Dyck scan ran out
+      # of memory mappings (LLVM "Cannot allocate memory") at its 31st unit. Another kind
+      # reuses none of the last kind's programs; the draws of one kind reuse them all.
+      jax.clear_caches()
+    last_kind = unit.spec.kind
     start = time.perf_counter()
     found = {**measure(task, model, params, unit, config), "settings": _settings_key(config)}
     found["seconds"] = time.perf_counter() - start
     found["device"] = jax.devices()[0].device_kind  # a resumed scan may mix machines
     found = json.loads(json.dumps(found))  # as a rerun reads it back
-    # Every unit compiles its own programs, and compiled code stays mapped until its cache
-    # goes: the default Dyck scan ran out of memory mappings (LLVM "Cannot allocate
-    # memory") at its 31st unit without this.
-    jax.clear_caches()
     if path and mesh_lib.is_main():
       rundir.write_json(path, found)
     measured.append(found)

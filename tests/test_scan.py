@@ -103,8 +103,10 @@ def _scan_of(run, **overrides):
 @pytest.mark.parametrize("which", ["builtin", "linen", "nnx"])
 def test_the_scan_runs_on_any_site_model(which, monkeypatch):
   from models import transformer
-  cleared = []  # compiled programs are dropped after every unit (a long scan runs out of
-  monkeypatch.setattr(scan.jax, "clear_caches", lambda: cleared.append(1))  # mappings else)
+  kinds = []  # compiled programs are dropped when the kind changes (a long scan runs out of
+  monkeypatch.setattr(scan.jax, "clear_caches", lambda: kinds.append("cleared"))  # mappings)
+  monkeypatch.setattr(scan, "measure", lambda *a, _measure=scan.measure: (
+      kinds.append(a[3].spec.kind), _measure(*a))[1])
   params = transformer.init_params(own.CFG, seed=0)
   if which == "builtin":
     run = api.Run(_Task(), own.CFG, params)
@@ -122,7 +124,11 @@ def test_the_scan_runs_on_any_site_model(which, monkeypatch):
   assert chance[1]["options"]["seed"] == 1  # another draw
   (svd_row,) = [h for h in found.headline() if h["family"] == "svd"]
   assert svd_row["values"] == [1, 2, 4, 8] and svd_row["chance_draws"] == 2
-  assert len(cleared) == len(found.units)
+  measured = [k for k in kinds if k != "cleared"]
+  expected = []
+  for previous, kind in zip([None, *measured], measured):
+    expected += ["cleared"] * (previous not in (None, kind)) + [kind]
+  assert kinds == expected and kinds.count("cleared") == 3  # svd, 2 draws, kmeans, 2 draws
 
 
 def test_on_a_trained_model_the_chance_control_lies_below_its_family(trained, tmp_path):
