@@ -29,12 +29,8 @@ def families() -> tuple[str, ...]:
 
 
 def sweep_name(family_: str) -> str | None:
-  """What a family's sweep values are called in a label: the first word of the kind's axis
-  label ('rank', 'K' clusters, 'k' active latents), else its sweep field, or None."""
-  kind = proxies.KINDS[family_.split()[0]]
-  if kind.sweep is None:
-    return None
-  return kind.sweep_label.split()[0] if kind.sweep_label else kind.sweep
+  """What a family's sweep values are called in a label (`ProxyKind.sweep_name`)."""
+  return proxies.KINDS[family_.split()[0]].sweep_name
 
 
 def family(row: dict) -> str:

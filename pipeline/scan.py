@@ -244,9 +244,10 @@ def breaks(iid: results.SplitResult, ood: results.SplitResult, breakdown, labels
 
 
 def setting_label(row: Mapping, spec: proxies.ProxySpec) -> str:
-  """'svd rank 4', 'onehot': the kind and its sweep's value."""
-  sweep = proxies.KINDS[spec.kind].sweep
-  return f"{spec.kind} {sweep} {row[sweep]}" if sweep else spec.kind
+  """'svd rank 4', 'kmeans K 64', 'onehot': the kind and its sweep's value, named as in
+  every other table (`ProxyKind.sweep_name`)."""
+  kind = proxies.KINDS[spec.kind]
+  return f"{spec.kind} {kind.sweep_name} {row[kind.sweep]}" if kind.sweep else spec.kind
 
 
 def flag(iid_row: Mapping, row: Mapping, faithful: float) -> str | None:

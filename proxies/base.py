@@ -67,6 +67,14 @@ class ProxyKind:
   # of its own (the reproduction and the family lists leave it out).
   control_of: str | None = None
 
+  @property
+  def sweep_name(self) -> str | None:
+    """What its sweep values are called in a label: the first word of its axis label
+    ('rank', 'K' clusters, 'k' active latents), else its sweep field, or None."""
+    if self.sweep is None:
+      return None
+    return self.sweep_label.split()[0] if self.sweep_label else self.sweep
+
 
 KINDS: dict[str, ProxyKind] = {}
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import proxies
-from experiments import scan as scan_command
+from experiments import aggregate, scan as scan_command
 from pipeline import api, scan, tasks
 from proxies import results
 from tests import test_own_model as own
@@ -88,6 +88,16 @@ def test_a_setting_unfaithful_in_distribution_is_not_flagged():
                     in_distribution="iid", breakdown=GRID, groups=SIZES,
                     clusters=lambda split: None, config=scan.ScanConfig(n_bootstrap=200))
   assert found["flags"] == []
+
+
+def test_a_setting_is_named_as_in_every_other_table():
+  """The scan's rows and the experiments' tables name a sweep's values alike."""
+  for kind, value in (("kmeans", 64), ("svd", 4), ("sae", 8), ("onehot", None)):
+    sweep = proxies.KINDS[kind].sweep
+    label = scan.setting_label({sweep: value} if sweep else {},
+                               proxies.ProxySpec(kind, ((1, 0),), proxies.KINDS[kind].sites))
+    assert label == aggregate.setting_label((kind, 1, value))
+  assert aggregate.setting_label(("kmeans", 1, 64)) == "kmeans K 64"
 
 
 class _Task(own.Task):
