@@ -42,7 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import dyck_bench  # noqa: E402  (bench/ is on the path: this file's folder)
+import evaluation_bench  # noqa: E402  (bench/ is on the path: this file's folder)
+import sweep_bench  # noqa: E402
+import training_bench  # noqa: E402
 from data import dyck  # noqa: E402
 from pipeline import api, tasks  # noqa: E402
 from proxies import faithfulness  # noqa: E402
@@ -132,15 +134,15 @@ def main(argv=None) -> None:
   train_task = tasks.DyckTask(TINY if args.dry_run else dyck.DyckConfig(), args.data_dir)
   steps = 20 if args.dry_run else None
   with tempfile.TemporaryDirectory() as workdir:
-    record.part("train", lambda: (dyck_bench.time_to_accuracy(
+    record.part("train", lambda: (training_bench.time_to_accuracy(
         train_task, workdir, 0.0 if args.dry_run else 0.98, 10 if args.dry_run else 250,
         steps), None)[1])
-  record.part("throughput", lambda: dyck_bench.train_throughput(
+  record.part("throughput", lambda: training_bench.train_throughput(
       train_task, steps=5 if args.dry_run else 200))
-  record.part("mfu", lambda: dyck_bench.mfu(steps=2 if args.dry_run else 20,
+  record.part("mfu", lambda: training_bench.mfu(steps=2 if args.dry_run else 20,
                                             batch_size=2 if args.dry_run else 32))
   batch = 16 if args.dry_run else 256
-  record.part("sweep", lambda: dyck_bench.sweep_ratio(task, model_cfg, params, ranks, 2, batch))
+  record.part("sweep", lambda: sweep_bench.sweep_ratio(task, model_cfg, params, ranks, 2, batch))
   def memory():
     peaks = {c: peak_device_memory(task, model_cfg, params, ranks, c, batch) for c in (1, 10)}
     n = len(task.eval_arrays("iid")["inputs"])
@@ -152,7 +154,7 @@ def main(argv=None) -> None:
   sae_options = {"width": 64, "steps": 5} if args.dry_run else {}
 
   def sae_fit():
-    return {"fit_seconds": dyck_bench.sae_fit_time(task, model_cfg, params, **sae_options)}
+    return {"fit_seconds": evaluation_bench.sae_fit_time(task, model_cfg, params, **sae_options)}
   record.part("sae", sae_fit)
 
   def equality():
