@@ -45,11 +45,11 @@ import numpy as np  # noqa: E402
 import evaluation_bench  # noqa: E402  (bench/ is on the path: this file's folder)
 import sweep_bench  # noqa: E402
 import training_bench  # noqa: E402
-from data import dyck  # noqa: E402
+from data import dyck_splits  # noqa: E402
 from pipeline import api, tasks  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
-TINY = dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
+TINY = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
                        short_length=14, ood_depth_cap=8)
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
   if args.run:
     task, model_cfg, params = tasks.load_trained(args.run)
   else:
-    task = tasks.DyckTask(TINY if args.dry_run else dyck.DyckConfig(), args.data_dir)
+    task = tasks.DyckTask(TINY if args.dry_run else dyck_splits.DyckConfig(), args.data_dir)
     model_cfg = task.model_config(**({"d_model": 16, "d_head": 8, "d_mlp": 32}
                                      if args.dry_run else {}))
     from models import transformer
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     return
 
   record = Record(args.out)
-  train_task = tasks.DyckTask(TINY if args.dry_run else dyck.DyckConfig(), args.data_dir)
+  train_task = tasks.DyckTask(TINY if args.dry_run else dyck_splits.DyckConfig(), args.data_dir)
   steps = 20 if args.dry_run else None
   with tempfile.TemporaryDirectory() as workdir:
     record.part("train", lambda: (training_bench.time_to_accuracy(

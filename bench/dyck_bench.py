@@ -61,7 +61,7 @@ sys.path.insert(0, os.environ.get("BENCH_ENGINE_ROOT")
 import evaluation_bench  # noqa: E402  (bench/ is on the path: this file's folder)
 import sweep_bench  # noqa: E402
 import training_bench  # noqa: E402
-from data import dyck  # noqa: E402
+from data import dyck_splits  # noqa: E402
 from experiments import cli  # noqa: E402
 from models import transformer  # noqa: E402
 from pipeline import rundir, tasks  # noqa: E402
@@ -127,7 +127,7 @@ def main():
     if args.against:
       sweep_bench.engine_comparison(args.against, child_flags, args.rounds)
     return
-  task = tasks.DyckTask(dyck.DyckConfig(), args.data_dir)
+  task = tasks.DyckTask(dyck_splits.DyckConfig(), args.data_dir)
   task.data  # generate or load the dataset outside any timing
   model_cfg = task.model_config()
   if args.part == "memory_child":

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 import proxies
-from data import code, dyck
+from data import code, dyck_splits
 from pipeline import errors
 from models import checkpoints
 
@@ -24,7 +24,7 @@ class UsageError(Exception):
 
 
 # Domain errors of the layers below: bad input too, when they reach an entry point.
-BAD_INPUT = (UsageError, errors.RunError, proxies.ProxyError, dyck.SplitError,
+BAD_INPUT = (UsageError, errors.RunError, proxies.ProxyError, dyck_splits.SplitError,
              code.CorpusError, checkpoints.CheckpointError)
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 
 import proxies
-from data import dyck
+from data import dyck_splits
 from experiments import cli, depth_controls, figures, mechanism, report
 from pipeline import api, evaluation, rundir, tasks, training_run
 from models import checkpoints, mesh, training, transformer
@@ -40,7 +40,7 @@ class Plan:
   # #types x #depths clusters); its query/key variance and attention landing are measured
   # (experiments/mechanism.py) with these fits. Default: `ks`.
   last_layer_ks: tuple[int, ...] = ()
-  data: dyck.DyckConfig = dyck.DyckConfig()
+  data: dyck_splits.DyckConfig = dyck_splits.DyckConfig()
   train: training.TrainConfig = training.TrainConfig()  # its seed is replaced by each seed
   model: tuple[tuple[str, object], ...] = ()  # ModelConfig fields other than the defaults
   batch_size: int = 256  # evaluation sequences per batch
@@ -72,7 +72,7 @@ PLANS = {
     # (`--seeds=0,1` for intervals over seeds) adds about a minute. Rank 8 is the head's
     # full width, so its agreement is 1 by construction: a check, not a finding.
     "smoke": Plan(seeds=(0,), ranks=(1, 2, 8), ks=(2, 8),
-                  data=dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=2000,
+                  data=dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=2000,
                                        n_test=100, short_length=14, ood_depth_cap=8),
                   train=training.TrainConfig(steps=300, batch_size=32, warmup_steps=30,
                                              log_every=100, eval_every=300,
@@ -84,7 +84,7 @@ PLANS = {
     # plain deep sample is measured on the model alone (its closes are unseen_depth's,
     # mostly shallower).
     "reduced": Plan(seeds=(0, 1, 2, 3, 4), ranks=(1, 2, 4, 8, 16), ks=(4, 16, 64, 256),
-                    data=dyck.DyckConfig(n_test=500),
+                    data=dyck_splits.DyckConfig(n_test=500),
                     train=training.TrainConfig(steps=6000, keep=0), batch_size=128,
                     # sae's k beside svd's ranks (an equal number of active dimensions);
                     # K 64 and 256 are cluster counts, not active latents.

@@ -14,7 +14,7 @@ import termios
 import pytest
 
 import evaluate
-from data import dyck
+from data import dyck, dyck_splits
 from pipeline import errors, rundir, tasks
 
 from tests import tiny
@@ -61,7 +61,7 @@ def test_resume_may_change_how_often_it_logs_evaluates_and_saves(trained):
 def assert_one_compilation_per_shape(stdout: str, settings: int) -> None:
   """The whole sweep over every split compiles once per batch shape, not per setting/split."""
   line = re.search(r"faithfulness program: (\d+) compilation\(s\) for (\d+) proxy setting\(s\) "
-                   rf"x {len(dyck.TEST_SPLITS)} split\(s\) \((\d+) batch shape", stdout)
+                   rf"x {len(dyck_splits.TEST_SPLITS)} split\(s\) \((\d+) batch shape", stdout)
   assert line, stdout
   compilations, n_settings, shapes = map(int, line.groups())
   assert n_settings == settings and compilations == shapes
@@ -76,7 +76,7 @@ def test_evaluate_sweep_writes_the_table(trained, tmp_path):
   assert result.returncode == 0, result.stderr
   assert_one_compilation_per_shape(result.stdout, settings=3)
   rows = json.loads(out.read_text())
-  assert len(rows) == 3 * len(dyck.TEST_SPLITS)
+  assert len(rows) == 3 * len(dyck_splits.TEST_SPLITS)
   for row in rows:
     for key in ("split", "proxy", "rank", "accuracy_model", "accuracy_proxy", "agreement",
                 "attention_jsd", "n"):
@@ -178,7 +178,7 @@ def test_every_proxy_kind_evaluates_like_svd(trained, tmp_path, args, sweep, val
   assert result.returncode == 0, result.stderr
   assert_one_compilation_per_shape(result.stdout, settings=len(values))
   rows = json.loads(out.read_text())
-  assert len(rows) == len(values) * len(dyck.TEST_SPLITS)
+  assert len(rows) == len(values) * len(dyck_splits.TEST_SPLITS)
   assert [r.get(sweep) for r in rows[:len(values)]] == values
   assert "rank" not in rows[0] or sweep == "rank"
   for row in rows:

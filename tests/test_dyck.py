@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from data import dyck, dyck_batch
+from data import dyck, dyck_batch, dyck_splits
 
-SMALL = dyck.DyckConfig(n_types=4, max_depth=4, max_length=40, n_train=3000, n_test=100,
+SMALL = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=40, n_train=3000, n_test=100,
                         short_length=16, ood_depth_cap=8, seed=3)
 
 
 @pytest.fixture(scope="module")
 def splits():
-  return dyck.generate(SMALL)
+  return dyck_splits.generate(SMALL)
 
 
 def test_every_string_is_valid_and_within_its_caps(splits):
@@ -25,7 +25,7 @@ def test_every_string_is_valid_and_within_its_caps(splits):
 
 def test_split_sizes(splits):
   assert len(splits["train"]) == SMALL.n_train
-  assert all(len(splits[s]) == SMALL.n_test for s in dyck.TEST_SPLITS)
+  assert all(len(splits[s]) == SMALL.n_test for s in dyck_splits.TEST_SPLITS)
 
 
 def test_structure_splits_are_what_they_are_named(splits):
@@ -55,7 +55,7 @@ def test_validation_and_plain_deep_splits(splits):
   # Not stratified: most plain strings go no deeper than m+1 or m+2.
   plain = np.array([dyck.max_depth(s, k) for s in splits["unseen_depth_plain"]])
   assert (plain <= m + 2).mean() > 0.5
-  assert "val_depth" in dyck.VALIDATION_SPLITS and "val_depth" not in dyck.TEST_SPLITS
+  assert "val_depth" in dyck_splits.VALIDATION_SPLITS and "val_depth" not in dyck_splits.TEST_SPLITS
   iid = {s.tobytes() for s in splits["iid"] + splits["train"]}
   assert not any(s.tobytes() in iid for s in splits["val_iid"])
   assert all(dyck.max_depth(s, k) <= m for s in splits["val_iid"])
@@ -67,9 +67,9 @@ def test_long_shallow_control_matches_unseen_depth_in_length_not_depth(splits):
   m, k = SMALL.max_depth, SMALL.n_types
   control, target = splits["long_shallow"], splits["unseen_depth"]
   assert all(dyck.max_depth(s, k) <= m for s in control)
-  match = dyck.match_report(control, target, SMALL)
+  match = dyck_splits.match_report(control, target, SMALL)
   assert match["length_tv"] <= 0.02
-  assert match["key_depth_distance_tv"] < dyck.match_report(
+  assert match["key_depth_distance_tv"] < dyck_splits.match_report(
       splits["iid"], target, SMALL)["key_depth_distance_tv"]
 
 
@@ -116,10 +116,10 @@ def test_scored_key_depths_match_a_stack_walk():
 
 
 def test_same_seed_same_data_and_seed_matters(splits):
-  again = dyck.generate(SMALL)
-  for name in dyck.SPLITS:
+  again = dyck_splits.generate(SMALL)
+  for name in dyck_splits.SPLITS:
     assert [s.tolist() for s in again[name]] == [s.tolist() for s in splits[name]]
-  other = dyck.generate(dyck.DyckConfig(**{**SMALL.__dict__, "seed": 4}))
+  other = dyck_splits.generate(dyck_splits.DyckConfig(**{**SMALL.__dict__, "seed": 4}))
   assert [s.tolist() for s in other["train"][:50]] != [s.tolist() for s in splits["train"][:50]]
 
 
@@ -196,7 +196,7 @@ def test_length_buckets_are_deterministic_per_step(splits):
 
 
 def test_an_unreachable_split_is_an_error_not_a_hang():
-  tiny = dyck.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
+  tiny = dyck_splits.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
                          short_length=10, ood_depth_cap=6, seed=1)
-  with pytest.raises(dyck.SplitError, match="'unseen_struct_short' found only 0 of 20"):
-    dyck.generate(tiny)
+  with pytest.raises(dyck_splits.SplitError, match="'unseen_struct_short' found only 0 of 20"):
+    dyck_splits.generate(tiny)

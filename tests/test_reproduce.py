@@ -8,7 +8,7 @@ import math
 import pytest
 
 import proxies
-from data import dyck
+from data import dyck_splits
 from experiments import aggregate, reproduce
 from pipeline import confidence
 from tests import tiny
@@ -29,7 +29,7 @@ def test_every_seed_layer_proxy_and_split_is_evaluated(reproduced):
   seen = {(r["model_seed"], r["layer"], aggregate.family(r), r["split"]) for r in rows}
   # Every kind on each layer, k-means fitted separately too on the last, on every test split.
   test_splits = {r["split"] for r in rows}
-  assert test_splits == set(dyck.TEST_SPLITS)
+  assert test_splits == set(dyck_splits.TEST_SPLITS)
   kinds = {k.name for k in proxies.KINDS.values() if k.control_of is None}  # no baselines
   assert len(seen) == len(SMOKE.seeds) * (2 * len(kinds) + 1) * len(test_splits)
   # Every registered kind, and k-means fitted separately too on the last.

@@ -9,17 +9,17 @@ import sys
 import numpy as np
 from absl import logging as absl_logging
 
-from data import dyck, dyck_tfds
+from data import dyck_splits, dyck_tfds
 from tests import tiny
 
-SMALL = dyck.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
+SMALL = dyck_splits.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
                         short_length=12, ood_depth_cap=6, seed=1)
 
 
 def test_builder_round_trip_and_manifest(tmp_path):
   loaded = dyck_tfds.load(SMALL, str(tmp_path))
-  generated = dyck.generate(SMALL)
-  for name in dyck.SPLITS:
+  generated = dyck_splits.generate(SMALL)
+  for name in dyck_splits.SPLITS:
     assert [s.tolist() for s in loaded[name]] == [s.tolist() for s in generated[name]], name
     assert all(s.dtype == np.int32 for s in loaded[name])
 
@@ -48,7 +48,7 @@ def test_prepared_data_is_reused_not_regenerated(tmp_path):
 
 
 def test_each_config_gets_its_own_directory(tmp_path):
-  other = dyck.DyckConfig(**{**SMALL.__dict__, "seed": 2})
+  other = dyck_splits.DyckConfig(**{**SMALL.__dict__, "seed": 2})
   assert dyck_tfds.builder(SMALL, str(tmp_path)).data_dir != \
       dyck_tfds.builder(other, str(tmp_path)).data_dir
 

@@ -4,11 +4,11 @@ import os
 import subprocess
 import sys
 
-from data import dyck
+from data import dyck_splits
 from models import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = dyck.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
+DATA = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
                        short_length=14, ood_depth_cap=8)
 DATA_FLAGS = [f"--types={DATA.n_types}", f"--depth={DATA.max_depth}",
               f"--max_length={DATA.max_length}", f"--n_train={DATA.n_train}",

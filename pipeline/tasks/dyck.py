@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from data import dyck, dyck_batch, dyck_tfds
+from data import dyck, dyck_batch, dyck_splits, dyck_tfds
 from pipeline import errors
 from pipeline.tasks import base
 from models import mesh as mesh_lib, transformer
@@ -37,9 +37,9 @@ class DyckTask(base.Task):
   test splits of data/dyck.py; `val_iid` and `val_depth` validate."""
 
   name = "dyck"
-  splits = dyck.TEST_SPLITS
+  splits = dyck_splits.TEST_SPLITS
 
-  def __init__(self, config: dyck.DyckConfig, data_dir: str):
+  def __init__(self, config: dyck_splits.DyckConfig, data_dir: str):
     self.config = config
     self.data_dir = data_dir
     self.vocab = dyck.Vocab(config.n_types)
@@ -83,7 +83,7 @@ class DyckTask(base.Task):
     try:
       return mesh_lib.main_first("dyck-data",
                                  lambda: dyck_tfds.load(self.config, self.data_dir))
-    except dyck.SplitError as e:  # the user's config asks for a split that cannot be made
+    except dyck_splits.SplitError as e:  # the user's config asks for a split that cannot be made
       raise errors.RunError(str(e)) from None
 
   def manifest(self) -> dict:
@@ -109,7 +109,7 @@ class DyckTask(base.Task):
     compare within ('<depth> / <distance>[ / <length>]')."""
     depths = [str(d) for d in range(max(self.config.max_depth, self.config.ood_depth_cap) + 1)]
     distances = dyck.distance_labels()
-    lengths = _bin_labels(dyck.LENGTH_EDGES)
+    lengths = _bin_labels(dyck_splits.LENGTH_EDGES)
     return {"depth": depths, "distance": distances, "span_depth": depths, "length": lengths,
             "position": _bin_labels(POSITION_EDGES),
             "depth_distance": [f"{d} / {x}" for d in depths for x in distances],
@@ -135,9 +135,9 @@ class DyckTask(base.Task):
     strings = self.files[split] if split in self.files else self.data[split]
     b = dyck_batch.encode(strings, self.vocab, self.seq_len)
     distance = np.searchsorted(DISTANCE_EDGES, b.distance, side="right").astype(np.int32) - 1
-    n_distances, n_lengths = len(DISTANCE_EDGES), len(dyck.LENGTH_EDGES)
+    n_distances, n_lengths = len(DISTANCE_EDGES), len(dyck_splits.LENGTH_EDGES)
     depth_distance = np.where(distance >= 0, b.depth * n_distances + distance, -1)
-    length_N = dyck.length_bin([len(s) for s in strings]).astype(np.int32)
+    length_N = dyck_splits.length_bin([len(s) for s in strings]).astype(np.int32)
     length_NxL = np.broadcast_to(length_N[:, None], b.depth.shape)
     cell = np.where(distance >= 0, depth_distance * n_lengths + length_NxL, -1)
     position = np.searchsorted(POSITION_EDGES, np.arange(self.seq_len), side="right") - 1
@@ -153,7 +153,7 @@ class DyckTask(base.Task):
     """None: strings are independent draws, so intervals resample strings."""
     return None
 
-  validation = dyck.VALIDATION_SPLITS
+  validation = dyck_splits.VALIDATION_SPLITS
   # The scan's controls: proxies fitted on deep validation strings, and where a proxy
   # breaks read by key depth at equal distance to the open (depth goes with distance).
   control_fit_split = "val_depth"
@@ -176,8 +176,8 @@ class DyckTask(base.Task):
 
 
 base.register(base.TaskKind(
-    "dyck", DyckTask, dyck.DyckConfig,
-    flags=base.dataclass_flags(dyck.DyckConfig,
+    "dyck", DyckTask, dyck_splits.DyckConfig,
+    flags=base.dataclass_flags(dyck_splits.DyckConfig,
                                rename={"max_depth": "depth", "n_types": "types"}),
     help={"scoring": f"one of {', '.join(dyck_batch.SCORINGS)} (default: murty)",
           "split_file": "the Murty/Yao format (`(a (b b) a)`, one string per line)"}))
