@@ -50,7 +50,7 @@ from pipeline import api, tasks  # noqa: E402
 from proxies import faithfulness  # noqa: E402
 
 TINY = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
-                       short_length=14, ood_depth_cap=8)
+                              short_length=14, ood_depth_cap=8)
 
 
 def sweep_agreements(task, model_cfg, params, ranks) -> list[float]:
@@ -131,7 +131,8 @@ def main(argv=None) -> None:
     return
 
   record = Record(args.out)
-  train_task = tasks.DyckTask(TINY if args.dry_run else dyck_splits.DyckConfig(), args.data_dir)
+  train_task = tasks.DyckTask(TINY if args.dry_run else dyck_splits.DyckConfig(),
+                              args.data_dir)
   steps = 20 if args.dry_run else None
   with tempfile.TemporaryDirectory() as workdir:
     record.part("train", lambda: (training_bench.time_to_accuracy(

@@ -54,14 +54,14 @@ import tempfile
 
 # BENCH_ENGINE_ROOT: another checkout whose engine to import (how --against times an
 # older commit's engine with this script's own harness; the parts' modules, beside this
-# file, are always this checkout's).
+# file, are always this checkout's). So the harness may use only engine names that older
+# commits have too: the Dyck config as the task registry gives it, not its module.
 sys.path.insert(0, os.environ.get("BENCH_ENGINE_ROOT")
                 or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import evaluation_bench  # noqa: E402  (bench/ is on the path: this file's folder)
 import sweep_bench  # noqa: E402
 import training_bench  # noqa: E402
-from data import dyck_splits  # noqa: E402
 from experiments import cli  # noqa: E402
 from models import transformer  # noqa: E402
 from pipeline import rundir, tasks  # noqa: E402
@@ -107,8 +107,8 @@ def main():
     return sweep_bench.factorized_scores()
   if args.part == "scan":
     try:
-      return evaluation_bench.scan_ratio(args.run or rundir.latest_run(task="dyck"), args.families, args.heads,
-                        args.splits, args.draws)
+      return evaluation_bench.scan_ratio(args.run or rundir.latest_run(task="dyck"),
+                                         args.families, args.heads, args.splits, args.draws)
     except cli.BAD_INPUT as e:
       sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
   child_flags = [f"--data_dir={os.path.abspath(args.data_dir)}", f"--ranks={args.ranks}",
@@ -127,7 +127,7 @@ def main():
     if args.against:
       sweep_bench.engine_comparison(args.against, child_flags, args.rounds)
     return
-  task = tasks.DyckTask(dyck_splits.DyckConfig(), args.data_dir)
+  task = tasks.DyckTask(tasks.kind_of("dyck").config(), args.data_dir)
   task.data  # generate or load the dataset outside any timing
   model_cfg = task.model_config()
   if args.part == "memory_child":
@@ -147,7 +147,8 @@ def main():
     return
   with tempfile.TemporaryDirectory() as workdir:
     if args.part in ("all", "train"):
-      params = training_bench.time_to_accuracy(task, workdir, args.target, args.eval_every, args.steps)
+      params = training_bench.time_to_accuracy(task, workdir, args.target, args.eval_every,
+                                               args.steps)
     else:
       params = transformer.init_params(task.model_config(), 0)
     if args.part in ("all", "sweep"):

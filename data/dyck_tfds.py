@@ -75,16 +75,19 @@ def builder(config: dyck_splits.DyckConfig, data_dir: str) -> Dyck:
     return Dyck(config=named, data_dir=data_dir, file_format="array_record")
 
 
-def prepare(config: dyck_splits.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> Dyck:
+def prepare(config: dyck_splits.DyckConfig, data_dir: str,
+            log: Callable[[str], None] = print) -> Dyck:
   """Generates the dataset unless it is already on disk; returns its builder."""
   return tfds_io.prepare(builder(config, data_dir), "the Dyck splits", log)
 
 
-def load(config: dyck_splits.DyckConfig, data_dir: str, splits: tuple[str, ...] = dyck_splits.SPLITS,
-         log: Callable[[str], None] = print) -> dict[str, list[np.ndarray]]:
+def load(config: dyck_splits.DyckConfig, data_dir: str,
+         splits: tuple[str, ...] = dyck_splits.SPLITS, log: Callable[[str], None] = print
+         ) -> dict[str, list[np.ndarray]]:
   """The requested splits, each a list of bracket-id arrays in generation order."""
   return tfds_io.read_splits(prepare(config, data_dir, log), splits, "brackets")
 
 
-def manifest(config: dyck_splits.DyckConfig, data_dir: str, log: Callable[[str], None] = print) -> dict:
+def manifest(config: dyck_splits.DyckConfig, data_dir: str,
+             log: Callable[[str], None] = print) -> dict:
   return dict(prepare(config, data_dir, log).info.metadata["manifest"])

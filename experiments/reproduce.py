@@ -72,8 +72,9 @@ PLANS = {
     # (`--seeds=0,1` for intervals over seeds) adds about a minute. Rank 8 is the head's
     # full width, so its agreement is 1 by construction: a check, not a finding.
     "smoke": Plan(seeds=(0,), ranks=(1, 2, 8), ks=(2, 8),
-                  data=dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=2000,
-                                       n_test=100, short_length=14, ood_depth_cap=8),
+                  data=dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30,
+                                              n_train=2000, n_test=100, short_length=14,
+                                              ood_depth_cap=8),
                   train=training.TrainConfig(steps=300, batch_size=32, warmup_steps=30,
                                              log_every=100, eval_every=300,
                                              checkpoint_every=300),

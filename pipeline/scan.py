@@ -243,11 +243,11 @@ def breaks(iid: results.SplitResult, ood: results.SplitResult, breakdown, labels
   return out
 
 
-def setting_label(row: Mapping, spec: proxies.ProxySpec) -> str:
+def setting_label(kind: str, value: int | None) -> str:
   """'svd rank 4', 'kmeans K 64', 'onehot': the kind and its sweep's value, named as in
   every other table (`ProxyKind.sweep_name`)."""
-  kind = proxies.KINDS[spec.kind]
-  return f"{spec.kind} {kind.sweep_name} {row[kind.sweep]}" if kind.sweep else spec.kind
+  name = proxies.KINDS[kind].sweep_name
+  return f"{kind} {name} {value}" if name else kind
 
 
 def flag(iid_row: Mapping, row: Mapping, faithful: float) -> str | None:
@@ -322,8 +322,7 @@ def read(unit: Unit, split_results: Mapping[str, results.SplitResult], rows: Seq
     for p, direction in flagged.items():
       iid_row, row = by_setting[(iid, p)], by_setting[(split, p)]
       flags.append({
-          "split": split, "setting": setting_label(row, unit.spec),
-          "value": row.get(sweep) if sweep else None, "direction": direction,
+          "split": split, "value": row.get(sweep) if sweep else None, "direction": direction,
           **{f"{k}_iid": iid_row[k] for k in ("agreement", "agreement_lo", "agreement_hi")},
           **{k: row[k] for k in ("agreement", "agreement_lo", "agreement_hi",
                                  "accuracy_model", "accuracy_proxy")},
@@ -419,8 +418,10 @@ class Scan:
     return out
 
   def flags(self) -> list[dict]:
-    """Every flagged setting, with its family, head, split, direction and where it breaks."""
-    return [{"family": u["family"], "layer": u["layer"], "head": u["head"], **f}
+    """Every flagged setting, with its family, head, split, direction and where it breaks;
+    labelled here, not where it was measured, so that units read back are named alike."""
+    return [{"family": u["family"], "layer": u["layer"], "head": u["head"], **f,
+             "setting": setting_label(u["kind"], f["value"])}
             for u in self.units if u["role"] == "proxy" for f in u["flags"]]
 
   def curve(self, unit: dict, split: str) -> tuple[list[int], list[float]]:

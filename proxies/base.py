@@ -58,7 +58,9 @@ class ProxyKind:
   # requirement of a spec on a model (each a `Check`).
   bounds: tuple["Bound", ...] = ()
   checks: tuple["Check", ...] = ()
-  sweep_label: str | None = None  # the sweep's axis label in figures (default: its name)
+  # The sweep's axis label in figures (default: its name); its first word names the sweep's
+  # values in every table and scan row (`sweep_name`: 'K' for "K (clusters)").
+  sweep_label: str | None = None
   # The sweep the illusion scan measures it over (default: `sweep_default`), from small to
   # large; values a model does not admit are left out there.
   scan_sweep: tuple[int, ...] = ()

@@ -5,8 +5,8 @@ import pytest
 
 from data import dyck, dyck_batch, dyck_splits
 
-SMALL = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=40, n_train=3000, n_test=100,
-                        short_length=16, ood_depth_cap=8, seed=3)
+SMALL = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=40, n_train=3000,
+                               n_test=100, short_length=16, ood_depth_cap=8, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,6 @@ def test_length_buckets_are_deterministic_per_step(splits):
 
 def test_an_unreachable_split_is_an_error_not_a_hang():
   tiny = dyck_splits.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
-                         short_length=10, ood_depth_cap=6, seed=1)
+                                short_length=10, ood_depth_cap=6, seed=1)
   with pytest.raises(dyck_splits.SplitError, match="'unseen_struct_short' found only 0 of 20"):
     dyck_splits.generate(tiny)

@@ -28,7 +28,7 @@ def test_explained_variance_matches_a_hand_computation():
 
 def test_matching_opens_point_at_the_open_bracket_that_each_close_matches(tmp_path):
   cfg = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=300, n_test=50,
-                        short_length=14, ood_depth_cap=8)
+                               short_length=14, ood_depth_cap=8)
   task = tasks.DyckTask(cfg, str(tmp_path))
   for split in ("iid", "unseen_depth"):
     a = task.eval_arrays(split, "all_closes")

@@ -93,11 +93,12 @@ def test_a_setting_unfaithful_in_distribution_is_not_flagged():
 def test_a_setting_is_named_as_in_every_other_table():
   """The scan's rows and the experiments' tables name a sweep's values alike."""
   for kind, value in (("kmeans", 64), ("svd", 4), ("sae", 8), ("onehot", None)):
-    sweep = proxies.KINDS[kind].sweep
-    label = scan.setting_label({sweep: value} if sweep else {},
-                               proxies.ProxySpec(kind, ((1, 0),), proxies.KINDS[kind].sites))
-    assert label == aggregate.setting_label((kind, 1, value))
+    assert scan.setting_label(kind, value) == aggregate.setting_label((kind, 1, value))
   assert aggregate.setting_label(("kmeans", 1, 64)) == "kmeans K 64"
+  # A unit saved under another label is named as the current code names it.
+  saved = {"role": "proxy", "family": "kmeans", "kind": "kmeans", "layer": 1, "head": 0,
+           "flags": [{"split": "deep", "value": 64, "setting": "kmeans k 64"}]}
+  assert scan.Scan(scan.ScanConfig(), [saved]).flags()[0]["setting"] == "kmeans K 64"
 
 
 class _Task(own.Task):

@@ -13,7 +13,7 @@ from data import dyck_splits, dyck_tfds
 from tests import tiny
 
 SMALL = dyck_splits.DyckConfig(n_types=3, max_depth=3, max_length=24, n_train=300, n_test=20,
-                        short_length=12, ood_depth_cap=6, seed=1)
+                               short_length=12, ood_depth_cap=6, seed=1)
 
 
 def test_builder_round_trip_and_manifest(tmp_path):

@@ -9,7 +9,7 @@ from models import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = dyck_splits.DyckConfig(n_types=4, max_depth=4, max_length=30, n_train=400, n_test=24,
-                       short_length=14, ood_depth_cap=8)
+                              short_length=14, ood_depth_cap=8)
 DATA_FLAGS = [f"--types={DATA.n_types}", f"--depth={DATA.max_depth}",
               f"--max_length={DATA.max_length}", f"--n_train={DATA.n_train}",
               f"--n_test={DATA.n_test}", f"--short_length={DATA.short_length}",

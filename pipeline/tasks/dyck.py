@@ -1,5 +1,6 @@
 """The Dyck-(k, m) task: bracket strings, a split per generalization question
-(data/dyck.py), scored at closing brackets, grouped by depth, distance, length and place."""
+(data/dyck_splits.py), scored at closing brackets, grouped by depth, distance, length and
+place."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _span_depth(targets_NxL: np.ndarray, distance_NxL: np.ndarray, n_types: int)
 
 class DyckTask(base.Task):
   """Dyck-(k, m): next-bracket prediction, judged at closing brackets (`scorings`), on the
-  test splits of data/dyck.py; `val_iid` and `val_depth` validate."""
+  test splits of data/dyck_splits.py; `val_iid` and `val_depth` validate."""
 
   name = "dyck"
   splits = dyck_splits.TEST_SPLITS
