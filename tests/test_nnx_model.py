@@ -15,6 +15,7 @@ from models import transformer
 from models.nnx_sites import Fused, NNXSites
 from models.sites import Site
 from pipeline import api
+from tests import test_own_model as own
 from tests.test_own_model import CFG, Task
 
 M, H, D = CFG.d_model, CFG.n_heads, CFG.d_head
@@ -266,20 +267,12 @@ def test_a_user_model_is_fitted_and_evaluated_like_the_builtin_one(params, kind,
   builtin = api.Run(task, transformer.TransformerSites(CFG), params)
   adapter, state = user_model(params, layout)
   theirs = api.Run(task, adapter, state)
-  heads = [(0, 1), (1, 0)]  # two heads of two layers, at once
-  a = builtin.evaluate(builtin.fit(kind, values, heads=heads, n_fit=8))
-  b = theirs.evaluate(theirs.fit(kind, values, heads=heads, n_fit=8))
-  assert len(a.rows) == len(b.rows) == 2 * max(len(values), 1)
-  for x, y in zip(a.rows, b.rows):
-    for metric in ("agreement", "accuracy_proxy", "accuracy_model", "attention_jsd", "tv"):
-      assert x[metric] == pytest.approx(y[metric], abs=1e-4), (kind, metric)
-  if kind == "svd":
-    assert a.rows[0]["agreement"] < 1.0 and a.rows[0]["attention_jsd"] > 1e-4
+  b = own.evaluated_alike(builtin, theirs, kind, values)
   # The user's model keeps its compiled program: a second evaluation, through the adapter
   # of a second split of the same model, compiles nothing.
   again, state = user_model(params, layout)
   rerun = api.Run(task, again, state)
-  assert rerun.evaluate(rerun.fit(kind, values, heads=heads, n_fit=8)).compilations == 0
+  assert rerun.evaluate(rerun.fit(kind, values, heads=own.HEADS, n_fit=8)).compilations == 0
   assert [r["bucket"] for r in b.by("parity")][:2] == ["even", "odd"]
 
 
